@@ -54,12 +54,23 @@ def _tor_address_for(identity: Identity, workdir: Path) -> str:
     tor = shutil.which("tor") or "/usr/sbin/tor"
     process = subprocess.Popen(
         [
-            tor, "-f", str(empty_torrc), "--defaults-torrc", str(empty_torrc),
-            "--DisableNetwork", "1", "--SocksPort", "0",
-            "--DataDirectory", str(workdir / "data"),
-            "--HiddenServiceDir", str(hs_dir),
-            "--HiddenServicePort", "80 127.0.0.1:9",
-            "--Log", "err stderr",
+            tor,
+            "-f",
+            str(empty_torrc),
+            "--defaults-torrc",
+            str(empty_torrc),
+            "--DisableNetwork",
+            "1",
+            "--SocksPort",
+            "0",
+            "--DataDirectory",
+            str(workdir / "data"),
+            "--HiddenServiceDir",
+            str(hs_dir),
+            "--HiddenServicePort",
+            "80 127.0.0.1:9",
+            "--Log",
+            "err stderr",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -69,7 +80,9 @@ def _tor_address_for(identity: Identity, workdir: Path) -> str:
         deadline = time.monotonic() + 30
         while not hostname.exists():
             if process.poll() is not None:
-                raise AssertionError(f"tor exited: {process.stderr.read() if process.stderr else ''!r}")
+                raise AssertionError(
+                    f"tor exited: {process.stderr.read() if process.stderr else ''!r}"
+                )
             assert time.monotonic() < deadline, "tor did not write the hostname file"
             time.sleep(0.05)
         return hostname.read_text().strip()
@@ -143,7 +156,7 @@ def test_wrong_version_byte() -> None:
     for version in (0, 2, 4, 255):
         bad = raw[:34] + bytes([version])
         text = base64.b32encode(bad).decode().lower()
-        with pytest.raises(AddressError, match="version|checksum"):
+        with pytest.raises(AddressError, match=r"version|checksum"):
             parse_onion_address(text)
 
 

@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make test` and (later) `make demo`.
+# Each installs what it needs (apt packages, a virtualenv, the package) and is idempotent.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+APT_PACKAGES := tor
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test lint typecheck unit integration system-deps venv clean
+
+test: lint typecheck
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests
+
+integration: system-deps venv
+	$(BIN)/pytest integration
+
+lint: venv
+	$(BIN)/ruff check onionmsg tests integration
+	$(BIN)/ruff format --check onionmsg tests integration
+
+typecheck: venv
+	$(BIN)/mypy
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+venv: system-deps $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,173 @@
+"""Two real daemons on loopback TCP: add each other, message both ways, read histories."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration.users import User, wait_for
+
+
+@pytest.fixture
+def alice_and_bob(tmp_path: Path) -> Iterator[tuple[User, User]]:
+    alice, bob = User("alice", tmp_path / "alice"), User("bob", tmp_path / "bob")
+    alice.init("--no-passphrase")
+    passphrase = tmp_path / "bob-passphrase"
+    passphrase.write_text("correct horse battery staple\n")
+    bob.env["ONIONMSG_PASSPHRASE_FILE"] = str(passphrase)
+    bob.init()
+    try:
+        alice.start_daemon("--transport", "tcp", "--listen", "127.0.0.1:0")
+        bob.start_daemon("--transport", "tcp", "--listen", "127.0.0.1:0")
+        yield alice, bob
+    finally:
+        for user in (alice, bob):
+            if user.daemon is not None:
+                user.daemon.kill()
+                user.daemon.wait()
+
+
+def _befriend(alice: User, bob: User) -> None:
+    alice.cli("contacts", "add", bob.address, "--name", "bob", "--tcp", bob.tcp_endpoint())
+    bob.cli(
+        "contacts",
+        "add",
+        alice.address + ".onion",
+        "--name",
+        "alice",
+        "--tcp",
+        alice.tcp_endpoint(),
+    )
+    wait_for(lambda: all(c["online"] for c in alice.contacts() + bob.contacts()), 30, "link")
+
+
+def test_two_users_exchange_messages(alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    assert alice.status()["address"] == alice.address
+    assert alice.cli("address").stdout.strip() == alice.address
+    _befriend(alice, bob)
+    sent_id = alice.cli("send", "bob", "hello bob").stdout.strip()
+    bob.cli("send", alice.address, "hi alice, ünïcödé ✓")
+
+    def delivered(user: User, text: str) -> bool:
+        return any(m["text"] == text and m["status"] == "delivered" for m in user.messages())
+
+    wait_for(lambda: delivered(alice, "hello bob"), 30, "alice's message delivered")
+    wait_for(lambda: delivered(bob, "hi alice, ünïcödé ✓"), 30, "bob's message delivered")
+    bob_history = bob.messages()
+    incoming = [m for m in bob_history if m["direction"] == "in"]
+    assert [(m["id"], m["contact"], m["text"]) for m in incoming] == [
+        (sent_id, "alice", "hello bob")
+    ]
+    for m in bob_history:
+        assert {"id", "contact", "direction", "text", "time", "status"} <= m.keys()
+    alice_in = [m for m in alice.messages() if m["direction"] == "in"]
+    assert [(m["contact"], m["text"]) for m in alice_in] == [("bob", "hi alice, ünïcödé ✓")]
+    contacts = alice.contacts()
+    assert [(c["name"], c["address"], c["online"]) for c in contacts] == [
+        ("bob", bob.address, True)
+    ]
+
+
+def test_messages_wait_for_an_offline_contact_and_follow_shows_them(
+    alice_and_bob: tuple[User, User],
+) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+    bob_endpoint = bob.tcp_endpoint()
+    bob.stop_daemon()
+    wait_for(lambda: not alice.contacts()[0]["online"], 30, "bob offline")
+    for i in range(3):
+        alice.cli("send", "bob", f"while you were away {i}")
+    assert {m["status"] for m in alice.messages()} == {"queued"}
+    bob.start_daemon("--transport", "tcp", "--listen", bob_endpoint)
+    wait_for(
+        lambda: len([m for m in bob.messages() if m["direction"] == "in"]) == 3,
+        60,
+        "the queued messages to arrive",
+    )
+    texts = [m["text"] for m in bob.messages() if m["direction"] == "in"]
+    assert texts == [f"while you were away {i}" for i in range(3)]
+    wait_for(lambda: {m["status"] for m in alice.messages()} == {"delivered"}, 30, "acks")
+
+
+def test_follow_prints_new_messages(alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "onionmsg",
+            "--home",
+            str(bob.home),
+            "messages",
+            "--json",
+            "--follow",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bob.env,
+    )
+    try:
+        time.sleep(0.5)
+        alice.cli("send", "bob", "live")
+        assert follower.stdout is not None
+        line = follower.stdout.readline()
+        assert json.loads(line)["text"] == "live"
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_cli_errors_are_one_clear_sentence(
+    alice_and_bob: tuple[User, User], tmp_path: Path
+) -> None:
+    alice, bob = alice_and_bob
+    bad = alice.cli("contacts", "add", "notanaddress", check=False)
+    assert bad.returncode == 1 and "not a v3 onion address" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    bad = alice.cli("send", "nobody", "hi", check=False)
+    assert bad.returncode == 1 and "no contact named" in bad.stderr
+    bad = alice.cli("contacts", "add", alice.address, check=False)
+    assert bad.returncode == 1 and "your own address" in bad.stderr
+    usage = alice.cli("contacts", "frobnicate", check=False)
+    assert usage.returncode == 2
+    again = alice.cli("init", "--no-passphrase", check=False)
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    nobody = User("carol", tmp_path / "carol")
+    assert nobody.cli("send", "bob", "x", check=False).returncode == 1
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the passphrase\n")
+    result = bob.cli("address", "--passphrase-file", str(wrong), check=False)
+    # The daemon is running, so address comes from it without a passphrase.
+    assert result.returncode == 0
+    bob.stop_daemon()
+    result = bob.cli("daemon", "--passphrase-file", str(wrong), check=False)
+    assert result.returncode == 1 and "wrong passphrase" in result.stderr
+    assert bob.cli("address").stdout.strip() == bob.address  # data intact
+
+
+def test_hostile_bytes_do_not_crash_the_daemon(alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+    host, port = bob.tcp_endpoint().rsplit(":", 1)
+    for payload in (b"\x00" * 5000, b"GET / HTTP/1.0\r\n\r\n" * 100, bytes(range(256)) * 8):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(payload)
+            sock.settimeout(10)
+            try:
+                while sock.recv(4096):
+                    pass
+            except OSError:
+                pass
+    alice.cli("send", "bob", "still alive?")
+    wait_for(lambda: any(m["text"] == "still alive?" for m in bob.messages()), 30, "delivery")
+    assert bob.daemon is not None and bob.daemon.poll() is None

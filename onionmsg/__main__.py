@@ -1,0 +1,5 @@
+"""``python -m onionmsg`` is the ``onionmsg`` command."""
+
+from onionmsg.cli import main
+
+raise SystemExit(main())

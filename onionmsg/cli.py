@@ -1,0 +1,331 @@
+"""The command line. Its contract is public and stable: docs/usage.md documents it.
+
+Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 a runtime error
+(one clear sentence on stderr), 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onionmsg import __version__
+from onionmsg.config import PASSPHRASE_FILE_ENV, Home, HomeError, default_home
+from onionmsg.control.client import ControlClient, DaemonNotRunning
+from onionmsg.crypto.identity import Identity
+from onionmsg.errors import OnionmsgError
+from onionmsg.store.db import Store
+from onionmsg.store.keys import KeyParams
+
+
+class PassphraseError(OnionmsgError):
+    """No passphrase could be read."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onionmsg",
+        description="A serverless, metadata-resistant messenger over Tor onion services.",
+    )
+    parser.add_argument("--version", action="version", version=f"onionmsg {__version__}")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="where this user's data lives (env ONIONMSG_HOME; default: the platform's "
+        "user data directory)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug diagnostics")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def passphrase_options(sub: argparse.ArgumentParser, allow_none: bool) -> None:
+        group = sub.add_mutually_exclusive_group()
+        group.add_argument(
+            "--passphrase-file",
+            type=Path,
+            help=f"read the passphrase from this file's first line (env {PASSPHRASE_FILE_ENV})",
+        )
+        if allow_none:
+            group.add_argument(
+                "--no-passphrase",
+                action="store_true",
+                help="store everything unprotected (anyone with the disk can read it)",
+            )
+
+    init = commands.add_parser("init", help="create your identity (your onion address)")
+    passphrase_options(init, allow_none=True)
+
+    address = commands.add_parser("address", help="print your onion address")
+    passphrase_options(address, allow_none=False)
+
+    daemon = commands.add_parser("daemon", help="run your node")
+    daemon.add_argument(
+        "--transport",
+        choices=["tor", "tcp", "i2p"],
+        default="tor",
+        help="tor (default); tcp is for development on one machine",
+    )
+    daemon.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where the tcp transport listens (default: a free port on 127.0.0.1)",
+    )
+    tor_source = daemon.add_mutually_exclusive_group()
+    tor_source.add_argument(
+        "--tor-control",
+        metavar="ENDPOINT",
+        help="use a running tor's control port: tcp:HOST:PORT, unix:/PATH, or 'auto' to try "
+        "the usual ones",
+    )
+    tor_source.add_argument(
+        "--launch-tor",
+        action="store_true",
+        help="launch a private tor with its data in the home (the default)",
+    )
+    daemon.add_argument(
+        "--tor-password-file",
+        type=Path,
+        metavar="F",
+        help="the control port's password, if it uses one",
+    )
+    daemon.add_argument("--tor-binary", metavar="PATH", help="the tor to launch")
+    passphrase_options(daemon, allow_none=False)
+
+    status = commands.add_parser("status", help="what the running daemon is doing")
+    status.add_argument("--json", action="store_true")
+
+    contacts = commands.add_parser("contacts", help="list or add contacts")
+    contact_commands = contacts.add_subparsers(
+        dest="contacts_command", metavar="ACTION", required=True
+    )
+    add = contact_commands.add_parser("add", help="add a contact by onion address")
+    add.add_argument("address", metavar="ADDRESS")
+    add.add_argument("--name", help="a name of your choosing for this contact")
+    add.add_argument(
+        "--tcp", metavar="HOST:PORT", help="(development) the contact's tcp transport endpoint"
+    )
+    listing = contact_commands.add_parser("list", help="list contacts")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    send = commands.add_parser("send", help="send a message")
+    send.add_argument("contact", metavar="CONTACT", help="a contact's name or onion address")
+    send.add_argument("text", metavar="TEXT", help="the message ('-' reads it from stdin)")
+
+    messages = commands.add_parser("messages", help="print the message history")
+    messages.add_argument("--json", action="store_true", help="one JSON object per line")
+    messages.add_argument("--follow", action="store_true", help="keep printing as they come")
+    messages.add_argument("--contact", help="only this contact's conversation")
+    return parser
+
+
+def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    path = args.passphrase_file or (
+        Path(os.environ[PASSPHRASE_FILE_ENV]) if os.environ.get(PASSPHRASE_FILE_ENV) else None
+    )
+    if path is not None:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise PassphraseError(
+                f"cannot read the passphrase file {path}: {error.strerror}"
+            ) from None
+        passphrase = data.split(b"\n", 1)[0].rstrip(b"\r")
+    elif sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase: ").encode("utf-8")
+        if confirm and getpass.getpass("Passphrase again: ").encode("utf-8") != passphrase:
+            raise PassphraseError("the two passphrases differ")
+    else:
+        raise PassphraseError(
+            "no passphrase: use --passphrase-file F, set ONIONMSG_PASSPHRASE_FILE, or run "
+            "on a terminal"
+        )
+    if not passphrase:
+        raise PassphraseError("the passphrase is empty (use --no-passphrase to go without)")
+    return passphrase
+
+
+def _open_store(home: Home, args: argparse.Namespace) -> Store:
+    home.check_private()
+    params = KeyParams.load(home.keyfile_path)
+    passphrase = _read_passphrase(args, confirm=False) if params.passphrase else None
+    return Store.open_with_passphrase(home.store_path, params, passphrase)
+
+
+def cmd_init(home: Home, args: argparse.Namespace) -> int:
+    if home.exists() or home.store_path.exists():
+        raise HomeError(f"{home.root} already holds an identity: refusing to overwrite it")
+    passphrase = None if args.no_passphrase else _read_passphrase(args, confirm=True)
+    params = KeyParams.new(passphrase=passphrase is not None)
+    key = params.derive(passphrase)
+    home.create()
+    identity = Identity.generate()
+    store = Store.create(home.store_path, key, identity)
+    store.close()
+    params.save(home.keyfile_path)
+    if passphrase is None:
+        print(
+            "warning: no passphrase set: anyone who gets this disk can read your identity, "
+            "contacts and messages",
+            file=sys.stderr,
+        )
+    print(identity.onion_address)
+    return 0
+
+
+def cmd_address(home: Home, args: argparse.Namespace) -> int:
+    try:
+        with ControlClient(home.control_socket) as client:
+            print(client.call("status")["address"])
+            return 0
+    except DaemonNotRunning:
+        pass
+    store = _open_store(home, args)
+    try:
+        print(store.identity().onion_address)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
+    from twisted.internet import defer, task
+
+    from onionmsg.daemon import DaemonOptions, run_daemon, start_logging
+
+    store = _open_store(home, args)
+    options = DaemonOptions(
+        args.transport,
+        args.listen,
+        args.verbose,
+        tor_control=args.tor_control,
+        tor_password_file=args.tor_password_file,
+        tor_binary=args.tor_binary,
+    )
+    start_logging(sys.stderr, args.verbose)
+    failure: list[OnionmsgError] = []
+
+    async def main(reactor: Any) -> None:
+        try:
+            await run_daemon(reactor, home, store, options)
+        except OnionmsgError as error:
+            failure.append(error)
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as exit_:
+        if failure:
+            raise failure[0] from None
+        return int(exit_.code or 0)
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False), flush=True)
+
+
+def cmd_status(home: Home, args: argparse.Namespace) -> int:
+    with ControlClient(home.control_socket) as client:
+        status = client.call("status")
+    if args.json:
+        _print_json(status)
+    else:
+        for key, value in status.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
+    with ControlClient(home.control_socket) as client:
+        if args.contacts_command == "add":
+            contact = client.call(
+                "contacts.add", address=args.address, name=args.name, tcp=args.tcp
+            )
+            print(f"added {contact['name']} ({contact['address']})")
+            return 0
+        for contact in client.call("contacts.list"):
+            if args.json:
+                _print_json(contact)
+            else:
+                state = "online" if contact["online"] else "offline"
+                print(f"{contact['name']:<20} {contact['address']}  {state}")
+    return 0
+
+
+def cmd_send(home: Home, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    with ControlClient(home.control_socket) as client:
+        message = client.call("send", contact=args.contact, text=text)
+    print(message["id"])
+    return 0
+
+
+def _print_message(message: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json({k: v for k, v in message.items() if k != "event"})
+        return
+    arrow = "->" if message["direction"] == "out" else "<-"
+    status = f" [{message['status']}]" if message["direction"] == "out" else ""
+    # Peers choose this text: never let it drive the terminal.
+    text = "".join(
+        ch if ch.isprintable() or ch == "\n" else repr(ch)[1:-1] for ch in message["text"]
+    )
+    print(f"{message['time']} {arrow} {message['contact']}{status}: {text}", flush=True)
+
+
+def cmd_messages(home: Home, args: argparse.Namespace) -> int:
+    with ControlClient(home.control_socket, timeout=None if args.follow else 30.0) as client:
+        if args.follow:
+            client.call("subscribe")
+        last = 0
+        for message in client.call("messages", contact=args.contact):
+            _print_message(message, args.json)
+            last = max(last, message["seq"])
+        if args.follow:
+            for event in client.events():
+                if event.get("event") != "message":
+                    continue
+                if args.contact and args.contact not in (event["contact"], event["address"]):
+                    continue
+                if event["direction"] == "in" and event["seq"] <= last:
+                    continue
+                _print_message(event, args.json)
+    return 0
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "address": cmd_address,
+    "daemon": cmd_daemon,
+    "status": cmd_status,
+    "contacts": cmd_contacts,
+    "send": cmd_send,
+    "messages": cmd_messages,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    home = Home(args.home or default_home())
+    try:
+        return COMMANDS[args.command](home, args)
+    except OnionmsgError as error:
+        print(f"onionmsg: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

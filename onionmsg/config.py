@@ -1,0 +1,105 @@
+"""Where a user's data lives, and the file-permission rules for it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from onionmsg.errors import OnionmsgError
+
+HOME_ENV = "ONIONMSG_HOME"
+PASSPHRASE_FILE_ENV = "ONIONMSG_PASSPHRASE_FILE"  # noqa: S105 - a variable name
+# AF_UNIX paths are limited to 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+
+class HomeError(OnionmsgError):
+    """The onionmsg home directory is missing, unsafe, or not initialised."""
+
+
+def default_home() -> Path:
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("onionmsg", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Home:
+    """The files of one user. Everything in it is 0600 in a 0700 directory."""
+
+    root: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "store.db"
+
+    @property
+    def keyfile_path(self) -> Path:
+        return self.root / "store.key.json"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "control.sock"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "daemon.lock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def tor_dir(self) -> Path:
+        return self.root / "tor"
+
+    def exists(self) -> bool:
+        return self.keyfile_path.exists()
+
+    def create(self) -> None:
+        """Create the directory 0700 (or tighten an empty existing one)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def check_private(self) -> None:
+        """Refuse a home that others can read, and say how to fix it."""
+        try:
+            mode = self.root.stat().st_mode
+        except FileNotFoundError:
+            raise HomeError(f"{self.root} does not exist: run 'onionmsg init' first") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise HomeError(f"{self.root} is readable by other users: run 'chmod 700 {self.root}'")
+
+    def socket_path_for_bind(self) -> str:
+        path = str(self.control_socket)
+        if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            raise HomeError(
+                f"the control socket path {path} is longer than the system allows "
+                f"({_MAX_SOCKET_PATH} bytes): use a shorter --home"
+            )
+        return path
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write a file atomically with mode 0600: temp file, fsync, rename, fsync directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,121 @@
+"""The local control API: JSON lines over a unix socket (mode 0600) in the user's home.
+
+Request:  {"id": N, "method": "send", "params": {"contact": "bob", "text": "hi"}}
+Response: {"id": N, "result": ...}   or   {"id": N, "error": "one clear sentence"}
+Event:    {"event": {...}}            (after a "subscribe" request, as things happen)
+
+The method table below is the whole API; docs/usage.md documents it for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from onionmsg.errors import OnionmsgError
+from onionmsg.node import Node
+
+log = Logger()
+MAX_REQUEST = 256 * 1024
+
+
+class RequestError(OnionmsgError):
+    """A control request is malformed."""
+
+
+def _text(params: dict[str, Any], name: str, *, optional: bool = False) -> str | None:
+    value = params.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"parameter {name!r} must be a string")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, default: int) -> int:
+    value = params.get(name, default)
+    if type(value) is not int or value < 0:
+        raise RequestError(f"parameter {name!r} must be a non-negative integer")
+    return value
+
+
+def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
+    if method == "status":
+        return node.status()
+    if method == "contacts.list":
+        return node.contacts()
+    if method == "contacts.add":
+        address = _text(params, "address")
+        assert address is not None
+        return node.add_contact(
+            address, _text(params, "name", optional=True), _text(params, "tcp", optional=True)
+        )
+    if method == "send":
+        contact, text = _text(params, "contact"), _text(params, "text")
+        assert contact is not None and text is not None
+        return node.send(contact, text)
+    if method == "messages":
+        return node.messages(_text(params, "contact", optional=True), _int(params, "after", 0))
+    raise RequestError(f"unknown method {method[:40]!r}")
+
+
+class ControlProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_REQUEST
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        request_id: Any = None
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise RequestError("a request is a JSON object")
+            request_id = request.get("id")
+            method = request.get("method")
+            params = request.get("params", {})
+            if not isinstance(method, str) or not isinstance(params, dict):
+                raise RequestError("a request has a string 'method' and an object 'params'")
+            if method == "subscribe":
+                if self._unsubscribe is None:
+                    self._unsubscribe = self._node.subscribe(self._event)
+                result: Any = {"subscribed": True}
+            else:
+                result = _dispatch(self._node, method, params)
+            self._reply({"id": request_id, "result": result})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._reply({"id": None, "error": "the request is not valid JSON"})
+        except OnionmsgError as error:
+            self._reply({"id": request_id, "error": str(error)})
+        except Exception:
+            log.failure("control request failed")
+            self._reply({"id": request_id, "error": "internal error (see the daemon's log)"})
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._reply({"id": None, "error": f"request longer than {MAX_REQUEST} bytes"})
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _event(self, snapshot: dict[str, Any]) -> None:
+        self._reply({"event": snapshot})
+
+    def _reply(self, document: dict[str, Any]) -> None:
+        if self.transport is not None:
+            line = json.dumps(document, ensure_ascii=False).encode("utf-8") + self.delimiter
+            self.transport.write(line)
+
+
+def control_factory(node: Node) -> Factory:
+    return Factory.forProtocol(lambda: ControlProtocol(node))

@@ -1,0 +1,131 @@
+"""Running a node as a daemon: the store, the transport, the control socket, signals."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+from onionmsg.config import Home, HomeError
+from onionmsg.control.api import control_factory
+from onionmsg.crypto.identity import Identity
+from onionmsg.errors import OnionmsgError
+from onionmsg.node import Node
+from onionmsg.store.db import Store
+from onionmsg.transport.base import Transport
+from onionmsg.transport.tcp import TCPTransport
+from onionmsg.transport.tor import TorOptions, TorStatus, TorTransport
+
+
+class TransportUnavailable(OnionmsgError):
+    """The chosen transport is not available."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    transport: str
+    listen: str
+    verbose: bool
+    tor_control: str | None = None
+    tor_password_file: Path | None = None
+    tor_binary: str | None = None
+
+
+def start_logging(stream: IO[str], verbose: bool) -> None:
+    level = LogLevel.debug if verbose else LogLevel.info
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def _lock(home: Home) -> int:
+    """Hold an exclusive lock on the home for the daemon's lifetime."""
+    fd = os.open(home.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HomeError(f"a daemon is already running for {home.root}") from None
+    return fd
+
+
+def make_transport(
+    reactor: Any, home: Home, identity: Identity, options: DaemonOptions
+) -> Transport:
+    if options.transport == "tcp":
+        return TCPTransport(reactor, options.listen)
+    if options.transport == "tor":
+        tor_options = TorOptions(
+            data_dir=home.tor_dir,
+            control=options.tor_control,
+            password_file=options.tor_password_file,
+            tor_binary=options.tor_binary,
+        )
+        return TorTransport(reactor, identity, tor_options, _report_tor_status)
+    raise TransportUnavailable(
+        f"the {options.transport} transport is not available in this version: "
+        "use --transport tor or tcp"
+    )
+
+
+def _report_tor_status(status: TorStatus) -> None:
+    # The daemon's own progress line on stderr (the UI shows the same from `status`).
+    line = f"tor: {status.state}, bootstrap {status.bootstrap_percent}%"
+    if status.bootstrap_phase:
+        line += f" ({status.bootstrap_phase})"
+    if status.error:
+        line += f"; {status.error}"
+    print(line, file=sys.stderr, flush=True)
+
+
+async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOptions) -> None:
+    """Run until SIGINT/SIGTERM; raises OnionmsgError for a clear start-up failure."""
+    lock_fd = _lock(home)
+    socket_path = home.socket_path_for_bind()
+    node = Node(store, make_transport(reactor, home, store.identity(), options), reactor)
+    try:
+        listening = await node.start()
+        # Nobody else holds the lock, so a leftover socket is stale.
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        control = await UNIXServerEndpoint(reactor, socket_path, mode=0o600).listen(
+            control_factory(node)
+        )
+        print(
+            f"onionmsg daemon for {node.identity.onion_address} on {listening}; "
+            f"control socket {socket_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        stopped: Deferred[None] = Deferred()
+        cleaned_up: Deferred[None] = Deferred()
+
+        def on_shutdown() -> Deferred[None]:
+            stopped.callback(None)
+            return cleaned_up  # the reactor waits for this before it stops
+
+        reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+        await stopped
+        await control.stopListening()
+    finally:
+        try:
+            await node.stop()
+        finally:
+            store.close()
+            os.close(lock_fd)
+            if os.path.exists(socket_path):
+                os.unlink(socket_path)
+    cleaned_up.callback(None)

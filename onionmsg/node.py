@@ -1,0 +1,300 @@
+"""The Node: one identity, its contacts and its links. The edge between the cores and Twisted.
+
+The node owns the store, the transport, one Connector per contact and at most one
+established link per contact. Everything it reports to the control API is a plain,
+immutable snapshot (dicts of JSON types), never a reference into its state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nacl.utils
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from onionmsg.crypto.identity import Identity, parse_onion_address
+from onionmsg.errors import OnionmsgError
+from onionmsg.session.connector import Connector
+from onionmsg.session.link import (
+    Link,
+    LinkClosed,
+    LinkEstablished,
+    LinkEvent,
+    MessageReceived,
+    Role,
+)
+from onionmsg.store.db import Contact, Status, Store, StoredMessage
+from onionmsg.transport.base import Transport
+from onionmsg.transport.stream import LinkProtocol
+from onionmsg.transport.tcp import parse_host_port
+from onionmsg.wire.messages import MAX_TEXT_BYTES, MESSAGE_ID_SIZE, Ack, ChatMessage
+
+log = Logger()
+
+Snapshot = dict[str, Any]
+Subscriber = Callable[[Snapshot], None]
+
+
+class SendError(OnionmsgError):
+    """The message could not be accepted."""
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _Peer:
+    contact: Contact
+    connector: Connector
+    link: LinkProtocol | None = None
+
+
+class Node:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        clock: IReactorTime,
+        *,
+        rng: random.Random | None = None,
+        wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._store = store
+        self._transport = transport
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._now_ms = wall_clock_ms
+        self.identity: Identity = store.identity()
+        self._peers: dict[str, _Peer] = {}
+        self._subscribers: list[Subscriber] = []
+        self._listening = ""
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        factory = Factory.forProtocol(self._inbound_protocol)
+        self._listening = await self._transport.listen(factory)
+        self._running = True
+        for contact in self._store.contacts():
+            self._add_peer(contact).connector.start()
+        return self._listening
+
+    async def stop(self) -> None:
+        self._running = False
+        for peer in self._peers.values():
+            peer.connector.stop()
+            if peer.link is not None:
+                peer.link.close("node stopping")
+        await self._transport.stop()
+
+    # -- control API -------------------------------------------------------------------------
+
+    def status(self) -> Snapshot:
+        return {
+            "address": self.identity.onion_address,
+            "transport": self._transport.name,
+            "listening": self._listening,
+            "network": self._transport.status(),
+            "contacts": len(self._peers),
+            "online": sum(1 for p in self._peers.values() if p.link is not None),
+        }
+
+    def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
+        public_key = parse_onion_address(address)
+        if public_key == self.identity.public_key:
+            raise SendError("that is your own address")
+        if tcp_endpoint is not None:
+            parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
+        contact = self._store.add_contact(address, name, tcp_endpoint, self._now_ms())
+        peer = self._add_peer(contact)
+        if self._running:
+            peer.connector.start()
+        return self._contact_snapshot(peer)
+
+    def contacts(self) -> list[Snapshot]:
+        return [self._contact_snapshot(peer) for peer in self._peers.values()]
+
+    def send(self, contact_ref: str, text: str) -> Snapshot:
+        if not text:
+            raise SendError("an empty message is not sent")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise SendError(f"a message has at most {MAX_TEXT_BYTES} bytes of text")
+        contact = self._find(contact_ref)
+        stored = self._store.add_outgoing(
+            contact.id, nacl.utils.random(MESSAGE_ID_SIZE), text, self._now_ms()
+        )
+        snapshot = self._message_snapshot(stored)
+        self._notify(snapshot)
+        peer = self._peers[contact.address]
+        if peer.link is not None:
+            self._transmit(peer, stored)
+        else:
+            peer.connector.retry_now()
+        return snapshot
+
+    def messages(self, contact_ref: str | None = None, after: int = 0) -> list[Snapshot]:
+        contact_id = self._find(contact_ref).id if contact_ref else None
+        return [self._message_snapshot(m) for m in self._store.messages(contact_id, after)]
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    # -- links -------------------------------------------------------------------------------
+
+    def _add_peer(self, contact: Contact) -> _Peer:
+        peer = _Peer(contact, Connector(self._clock, lambda: self._dial(contact), self._rng))
+        self._peers[contact.address] = peer
+        return peer
+
+    def _inbound_protocol(self) -> LinkProtocol:
+        return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
+
+    def _dial(self, contact: Contact) -> None:
+        peer = self._peers[contact.address]
+        endpoint = self._transport.client_endpoint(contact)
+        if endpoint is None:
+            # Nothing to dial (a tcp contact without --tcp): wait for them to call us.
+            peer.connector.dial_failed()
+            return
+        link = Link.initiator(self.identity, parse_onion_address(contact.address), self._clock)
+        protocol = LinkProtocol(link, self._on_link_events)
+
+        def failed(failure: Failure) -> None:
+            log.debug("dial failed: {error}", error=failure.getErrorMessage())
+            peer.connector.dial_failed()
+
+        connectProtocol(endpoint, protocol).addErrback(failed)
+
+    def _on_link_events(self, protocol: LinkProtocol, events: list[LinkEvent]) -> None:
+        for event in events:
+            if isinstance(event, LinkEstablished):
+                self._attach(protocol, event.remote_address)
+            elif isinstance(event, MessageReceived):
+                self._on_message(protocol, event)
+            elif isinstance(event, LinkClosed):
+                self._detach(protocol, event)
+
+    def _attach(self, protocol: LinkProtocol, address: str) -> None:
+        peer = self._peers.get(address)
+        if peer is None:
+            # Contact requests (consent before any conversation) come with issue 7; until
+            # then a stranger gets nothing but a closed link.
+            protocol.close("not a contact")
+            return
+        if peer.link is not None and peer.link is not protocol:
+            keep = self._preferred(peer.link, protocol)
+            drop = protocol if keep is peer.link else peer.link
+            peer.link = keep
+            drop.close("duplicate link")
+            if keep is not protocol:
+                return
+        peer.link = protocol
+        peer.connector.link_established()
+        self._notify({"event": "contact", **self._contact_snapshot(peer)})
+        for stored in self._store.outbox(peer.contact.id):
+            self._transmit(peer, stored)
+
+    def _preferred(self, current: LinkProtocol, new: LinkProtocol) -> LinkProtocol:
+        """Both ends keep the same one of two links: the one dialled by the smaller address."""
+
+        def dialer(protocol: LinkProtocol) -> str:
+            if protocol.link.role is Role.INITIATOR:
+                return self.identity.onion_address
+            return protocol.link.remote_address or ""
+
+        if dialer(current) == dialer(new):
+            return new  # a redial by the same side replaces a link it already gave up on
+        return min((current, new), key=dialer)
+
+    def _detach(self, protocol: LinkProtocol, event: LinkClosed) -> None:
+        address = protocol.link.remote_address
+        peer = self._peers.get(address) if address else None
+        if event.error:
+            log.info("link closed: {reason}", reason=event.reason)
+        if peer is None:
+            return
+        if peer.link is protocol:
+            peer.link = None
+            if self._running:
+                peer.connector.link_lost()
+            self._notify({"event": "contact", **self._contact_snapshot(peer)})
+        elif protocol.link.role is Role.INITIATOR and self._running and peer.link is None:
+            # Our dial got a connection but no link (refused, or a failed handshake).
+            peer.connector.dial_failed()
+
+    def _transmit(self, peer: _Peer, stored: StoredMessage) -> None:
+        assert peer.link is not None
+        peer.link.send(ChatMessage(stored.message_id, stored.sent_at, stored.text))
+        updated = self._store.set_status(peer.contact.id, stored.message_id, Status.SENT)
+        if updated is not None:
+            self._notify(self._message_snapshot(updated))
+
+    def _on_message(self, protocol: LinkProtocol, event: MessageReceived) -> None:
+        address = protocol.link.remote_address
+        peer = self._peers.get(address) if address else None
+        if peer is None or peer.link is not protocol:
+            return  # a link we are dropping: the peer will resend on the kept one
+        message = event.message
+        if isinstance(message, ChatMessage):
+            stored = self._store.add_incoming(
+                peer.contact.id, message.message_id, message.text, message.sent_at, self._now_ms()
+            )
+            # Acknowledge only after the commit, and also a redelivery (its first ack was lost).
+            protocol.send(Ack(message.message_id))
+            if stored is not None:
+                self._notify(self._message_snapshot(stored))
+        elif isinstance(message, Ack):
+            updated = self._store.set_status(peer.contact.id, message.message_id, Status.DELIVERED)
+            if updated is not None:
+                self._notify(self._message_snapshot(updated))
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _find(self, ref: str) -> Contact:
+        contact = self._store.find_contact(ref)
+        assert contact is not None
+        return contact
+
+    def _contact_snapshot(self, peer: _Peer) -> Snapshot:
+        contact = peer.contact
+        return {
+            "name": contact.display_name,
+            "address": contact.address,
+            "online": peer.link is not None,
+            "connection": peer.connector.state,
+            "tcp": contact.tcp_endpoint,
+        }
+
+    def _message_snapshot(self, stored: StoredMessage) -> Snapshot:
+        contact = self._store.contact_by_id(stored.contact_id)
+        return {
+            "event": "message",
+            "seq": stored.id,
+            "id": stored.message_id.hex(),
+            "contact": contact.display_name,
+            "address": contact.address,
+            "direction": stored.direction,
+            "text": stored.text,
+            "time": _iso(stored.sent_at),
+            "stored": _iso(stored.stored_at),
+            "status": stored.status.value,
+        }
+
+    def _notify(self, snapshot: Snapshot) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(snapshot)
+            except Exception:
+                log.failure("a subscriber failed")

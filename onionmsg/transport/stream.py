@@ -1,0 +1,61 @@
+"""The Twisted edge of a link: pumps bytes between a socket and a sans-IO Link."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from onionmsg.session.link import Link, LinkEvent
+from onionmsg.wire.messages import Message
+
+log = Logger()
+
+EventHandler = Callable[["LinkProtocol", list[LinkEvent]], None]
+
+
+class LinkProtocol(Protocol):
+    """One connection carrying one Link; the node gets its events."""
+
+    def __init__(self, link: Link, on_events: EventHandler) -> None:
+        self.link = link
+        self._on_events = on_events
+
+    def connectionMade(self) -> None:
+        self.link.connection_made()
+        self._pump()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.link.receive_data(data)
+        except Exception:  # a bug of ours must cost one link, never the daemon
+            log.failure("internal error while reading from a peer; closing that link")
+            self.link.close("internal error")
+        self._pump()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.link.connection_lost(reason.getErrorMessage() if reason else "closed")
+        self._dispatch()
+
+    def send(self, message: Message) -> None:
+        self.link.send_message(message)
+        self._pump()
+
+    def close(self, reason: str) -> None:
+        self.link.close(reason)
+        self._pump()
+
+    def _pump(self) -> None:
+        out = self.link.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        self._dispatch()
+        if self.link.closed and self.transport is not None:
+            self.transport.loseConnection()
+
+    def _dispatch(self) -> None:
+        events = self.link.events()
+        if events:
+            self._on_events(self, events)
