@@ -12,6 +12,7 @@ from typing import IO, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.logger import (
+    Logger,
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
@@ -28,6 +29,9 @@ from onionmsg.store.db import Store
 from onionmsg.transport.base import Transport
 from onionmsg.transport.tcp import TCPTransport
 from onionmsg.transport.tor import TorOptions, TorStatus, TorTransport
+
+
+log = Logger()
 
 
 class TransportUnavailable(OnionmsgError):
@@ -82,13 +86,13 @@ def make_transport(
 
 
 def _report_tor_status(status: TorStatus) -> None:
-    # The daemon's own progress line on stderr (the UI shows the same from `status`).
+    # The daemon's progress on stderr (`status` and the UI show the same snapshot).
     line = f"tor: {status.state}, bootstrap {status.bootstrap_percent}%"
     if status.bootstrap_phase:
         line += f" ({status.bootstrap_phase})"
     if status.error:
         line += f"; {status.error}"
-    print(line, file=sys.stderr, flush=True)
+    log.info("{line}", line=line)
 
 
 async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOptions) -> None:

@@ -84,6 +84,7 @@ class Node:
 
     async def start(self) -> str:
         factory = Factory.forProtocol(self._inbound_protocol)
+        factory.noisy = False
         self._listening = await self._transport.listen(factory)
         self._running = True
         for contact in self._store.contacts():

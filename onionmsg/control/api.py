@@ -117,5 +117,7 @@ class ControlProtocol(LineOnlyReceiver):
             self.transport.write(line)
 
 
-def control_factory(node: Node) -> Factory:
-    return Factory.forProtocol(lambda: ControlProtocol(node))
+def control_factory(node: Node) -> Factory[ControlProtocol]:
+    factory = Factory.forProtocol(lambda: ControlProtocol(node))
+    factory.noisy = False
+    return factory

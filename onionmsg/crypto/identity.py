@@ -51,9 +51,7 @@ def parse_onion_address(text: str) -> bytes:
     if candidate.lower().endswith(ONION_SUFFIX):
         candidate = candidate[: -len(ONION_SUFFIX)]
     if "." in candidate:
-        raise AddressError(
-            f"{_shown(text)} is not an onion address: subdomains are not allowed"
-        )
+        raise AddressError(f"{_shown(text)} is not an onion address: subdomains are not allowed")
     if len(candidate) != ADDRESS_LENGTH:
         raise AddressError(
             f"{_shown(text)} is not a v3 onion address: it must have {ADDRESS_LENGTH} "
@@ -72,13 +70,11 @@ def parse_onion_address(text: str) -> bytes:
             f"{_shown(text)} is not a v3 onion address (version byte {version}, expected 3)"
         )
     if checksum != _checksum(public_key):
-        raise AddressError(
-            f"{_shown(text)} has a wrong checksum: check it for a typo"
-        )
+        raise AddressError(f"{_shown(text)} has a wrong checksum: check it for a typo")
     try:
         # A point that is not on the curve can't be anyone's identity.
         nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(public_key)
-    except Exception:  # noqa: BLE001 - libsodium raises several types for a bad point
+    except Exception:
         raise AddressError(f"{_shown(text)} does not encode a valid Ed25519 key") from None
     return public_key
 

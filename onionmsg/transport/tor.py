@@ -380,11 +380,12 @@ class TorTransport:
             self._set(error="a descriptor upload failed; tor retries")
 
     def _set(self, **changes: Any) -> None:
-        new = replace(self._status, **changes)
-        if new == self._status:
-            return
-        if new.state != self._status.state:
-            log.info("tor: {state}", state=new.state)
+        old, new = self._status, replace(self._status, **changes)
         self._status = new
-        if self._on_status is not None:
+
+        # Report what a user cares about; descriptor re-uploads alone are not news.
+        def news(s: TorStatus) -> tuple[object, ...]:
+            return (s.state, s.bootstrap_percent, s.bootstrap_phase, s.error)
+
+        if self._on_status is not None and news(old) != news(new):
             self._on_status(new)
