@@ -12,8 +12,8 @@ from typing import IO, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.logger import (
-    Logger,
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
@@ -29,7 +29,6 @@ from onionmsg.store.db import Store
 from onionmsg.transport.base import Transport
 from onionmsg.transport.tcp import TCPTransport
 from onionmsg.transport.tor import TorOptions, TorStatus, TorTransport
-
 
 log = Logger()
 
