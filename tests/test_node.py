@@ -1,0 +1,199 @@
+"""Nodes wired together in memory (iosim) with a fake clock: delivery, dedup, duplicate links."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.test.iosim import FakeTransport, IOPump, connect
+from zope.interface import implementer
+
+from onionmsg.crypto.identity import Identity
+from onionmsg.node import Node
+from onionmsg.store.db import Contact, Store
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that completes without waiting on the reactor."""
+    results: list[T] = []
+    Deferred.fromCoroutine(coroutine).addCallback(results.append)
+    assert results, "coroutine did not complete synchronously"
+    return results[0]
+
+
+class MemoryNetwork:
+    def __init__(self) -> None:
+        self.listeners: dict[str, IProtocolFactory] = {}
+        self.pumps: list[IOPump] = []
+
+    def pump(self) -> None:
+        for _ in range(50):
+            moved = False
+            for pump in list(self.pumps):
+                moved = pump.pump() or moved
+            if not moved:
+                return
+        raise AssertionError("the network never went quiet")
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    def __init__(self, network: MemoryNetwork, address: str) -> None:
+        self._network = network
+        self._address = address
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        server_factory = self._network.listeners.get(self._address)
+        if server_factory is None:
+            return fail(ConnectionRefusedError())
+        client = factory.buildProtocol(None)  # type: ignore[arg-type]
+        server = server_factory.buildProtocol(None)  # type: ignore[arg-type]
+        assert client is not None and server is not None
+        pump = connect(
+            server,
+            FakeTransport(server, isServer=True),
+            client,
+            FakeTransport(client, isServer=False),
+            greet=False,
+        )
+        self._network.pumps.append(pump)
+        return succeed(client)
+
+
+class MemoryTransport:
+    name = "memory"
+
+    def __init__(self, network: MemoryNetwork, address: str) -> None:
+        self._network = network
+        self._address = address
+
+    async def listen(self, factory: IProtocolFactory) -> str:
+        self._network.listeners[self._address] = factory
+        return "memory"
+
+    def client_endpoint(self, contact: Contact) -> IStreamClientEndpoint | None:
+        return MemoryEndpoint(self._network, contact.address)
+
+    async def stop(self) -> None:
+        self._network.listeners.pop(self._address, None)
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.clock = Clock()
+        self.network = MemoryNetwork()
+        self.events: dict[str, list[dict[str, Any]]] = {}
+
+    def node(self, name: str, seed: int) -> Node:
+        identity = Identity(bytes([seed]) * 32)
+        store = Store.create(self.tmp_path / f"{name}.db", bytes(32), identity)
+        node = Node(
+            store,
+            MemoryTransport(self.network, identity.onion_address),
+            self.clock,
+            wall_clock_ms=lambda: int(self.clock.seconds() * 1000),
+        )
+        self.events[name] = []
+        node.subscribe(self.events[name].append)
+        run(node.start())
+        return node
+
+    def settle(self, seconds: float = 5.0) -> None:
+        for _ in range(int(seconds * 10)):
+            self.network.pump()
+            self.clock.advance(0.1)
+        self.network.pump()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def texts(node: Node, direction: str) -> list[tuple[str, str]]:
+    return [(m["text"], m["status"]) for m in node.messages() if m["direction"] == direction]
+
+
+def test_message_is_delivered_and_acknowledged(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    assert [c["online"] for c in alice.contacts()] == [True]
+    sent = alice.send("bob", "hello")
+    assert sent["status"] == "queued" or sent["status"] == "sent"
+    world.settle()
+    assert texts(alice, "out") == [("hello", "delivered")]
+    assert texts(bob, "in") == [("hello", "received")]
+    statuses = [e["status"] for e in world.events["alice"] if e.get("event") == "message"]
+    assert statuses == ["queued", "sent", "delivered"]
+
+
+def test_simultaneous_dials_leave_one_link_on_both_sides(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    # Both know each other before either dials, so both dial at once.
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    open_pumps = [p for p in world.network.pumps if not p.clientIO.disconnected]
+    assert len(open_pumps) == 1
+    alice.send("bob", "one")
+    bob.send("alice", "two")
+    world.settle()
+    assert texts(bob, "in") == [("one", "received")]
+    assert texts(alice, "in") == [("two", "received")]
+
+
+def test_lost_ack_means_redelivery_but_no_duplicate(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    (pump,) = [p for p in world.network.pumps if not p.clientIO.disconnected]
+    alice.send("bob", "once")
+    pump.pump()  # alice's cells reach bob, bob stores and writes his Ack ...
+    pump.clientIO.getOutBuffer()  # ... which is lost with the link
+    pump.serverIO.getOutBuffer()
+    assert texts(bob, "in") == [("once", "received")]
+    pump.clientIO.loseConnection()
+    pump.serverIO.loseConnection()
+    world.settle(10)
+    assert texts(alice, "out") == [("once", "delivered")]
+    assert texts(bob, "in") == [("once", "received")]
+
+
+def test_messages_wait_for_an_offline_contact(world: World) -> None:
+    alice = world.node("alice", 1)
+    bob_identity = Identity(bytes([2]) * 32)
+    alice.add_contact(bob_identity.onion_address, "bob", None)
+    for i in range(3):
+        alice.send("bob", f"m{i}")
+    world.settle(30)
+    assert {status for _, status in texts(alice, "out")} == {"queued"}
+    bob = world.node("bob", 2)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle(70)  # alice's backoff may have reached a minute
+    assert texts(bob, "in") == [(f"m{i}", "received") for i in range(3)]
+    assert {status for _, status in texts(alice, "out")} == {"delivered"}
+
+
+def test_strangers_get_a_closed_link_and_nothing_stored(world: World) -> None:
+    alice, mallory = world.node("alice", 1), world.node("mallory", 3)
+    mallory.add_contact(alice.identity.onion_address, "alice", None)
+    mallory.send("alice", "let me in")
+    world.settle()
+    assert alice.messages() == []
+    assert texts(mallory, "out") in ([("let me in", "queued")], [("let me in", "sent")])
+    assert mallory.contacts()[0]["online"] is False
