@@ -260,7 +260,9 @@ class TorTransport:
     # -- one session -------------------------------------------------------------------------
 
     async def _start_session(self) -> None:
-        self._set(state="connecting", error=None, uploads=0)
+        self._set(
+            state="connecting", error=None, uploads=0, bootstrap_percent=0, bootstrap_phase=""
+        )
         tor = await self._connect_tor()
         protocol = tor.protocol
         try:
