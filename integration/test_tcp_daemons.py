@@ -171,3 +171,23 @@ def test_hostile_bytes_do_not_crash_the_daemon(alice_and_bob: tuple[User, User])
     alice.cli("send", "bob", "still alive?")
     wait_for(lambda: any(m["text"] == "still alive?" for m in bob.messages()), 30, "delivery")
     assert bob.daemon is not None and bob.daemon.poll() is None
+
+
+def test_home_is_private_and_holds_no_plaintext(alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+    canary = "canary-PLUGH-4711"
+    alice.cli("send", "bob", canary)
+    wait_for(lambda: any(m["text"] == canary for m in bob.messages()), 30, "delivery")
+    for user in (alice, bob):
+        assert user.home.stat().st_mode & 0o777 == 0o700
+        for path in user.home.rglob("*"):
+            if path.name.startswith("daemon-"):  # the test's own capture of stderr
+                continue
+            assert path.stat().st_mode & 0o077 == 0, path
+            if path.is_file():
+                data = path.read_bytes()
+                for secret in (canary, alice.address, bob.address, "bob", "alice"):
+                    # bob's home is passphrase-protected; alice's (--no-passphrase) is still
+                    # SQLCipher, with a public key: no plaintext on disk in either.
+                    assert secret.encode() not in data, (path, secret)
