@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := tor
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test lint typecheck unit integration system-deps venv clean
+.PHONY: demo test lint typecheck unit integration benchmark system-deps venv clean
+
+# Two users, alice and bob, chatting over real onion services on a private Tor network.
+demo: venv
+	$(BIN)/python -m onionmsg.demo --dir demo
 
 test: lint typecheck
 	$(BIN)/pytest
@@ -19,9 +23,12 @@ unit: venv
 integration: system-deps venv
 	$(BIN)/pytest integration
 
+benchmark: venv
+	$(BIN)/python benchmarks/onion_rtt.py
+
 lint: venv
-	$(BIN)/ruff check onionmsg tests integration
-	$(BIN)/ruff format --check onionmsg tests integration
+	$(BIN)/ruff check onionmsg tests integration benchmarks
+	$(BIN)/ruff format --check onionmsg tests integration benchmarks
 
 typecheck: venv
 	$(BIN)/mypy
@@ -44,4 +51,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo

@@ -36,6 +36,7 @@ class User:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     daemon: subprocess.Popen[bytes] | None = None
     address: str = ""
+    tor: Any = None  # the TorInstance a tor user's daemon uses
 
     def cli(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60

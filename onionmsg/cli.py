@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("contact", metavar="CONTACT", help="a contact's name or onion address")
     send.add_argument("text", metavar="TEXT", help="the message ('-' reads it from stdin)")
 
+    testnet = commands.add_parser(
+        "testnet",
+        help="a private Tor network on 127.0.0.1 for development (up|down|status)",
+        add_help=False,
+    )
+    testnet.add_argument("testnet_args", nargs=argparse.REMAINDER)
+
     messages = commands.add_parser("messages", help="print the message history")
     messages.add_argument("--json", action="store_true", help="one JSON object per line")
     messages.add_argument("--follow", action="store_true", help="keep printing as they come")
@@ -298,7 +305,14 @@ def cmd_messages(home: Home, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_testnet(home: Home, args: argparse.Namespace) -> int:
+    from onionmsg import testnet
+
+    return testnet.main(args.testnet_args)
+
+
 COMMANDS = {
+    "testnet": cmd_testnet,
     "init": cmd_init,
     "address": cmd_address,
     "daemon": cmd_daemon,
@@ -316,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     home = Home(args.home or default_home())
+    # Everything we create (store, its WAL, sockets, tor's data) is private to the user.
+    os.umask(0o077)
     try:
         return COMMANDS[args.command](home, args)
     except OnionmsgError as error:

@@ -1,0 +1,219 @@
+"""Onion round trips on the private Tor network: a raw echo vs. onionmsg message -> ack.
+
+    .venv/bin/python benchmarks/onion_rtt.py [--messages N] [--kist]
+
+In one run, on one private network (3 authorities, 2 relays, 2 clients on 127.0.0.1):
+
+1. raw: a small echo over one onion-service stream (client2 -> onion on client1), N times;
+2. onionmsg: alice (on client1) sends N messages to bob (on client2); each is timed from
+   the control API's ``send`` to the ``delivered`` event (bob stored it, fsync'd, acked);
+3. start-up: time from ``onionmsg daemon`` to "reachable" (descriptor uploaded).
+
+Prints a Markdown table for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from stem.control import Controller
+
+from onionmsg.control.client import ControlClient
+from onionmsg.testnet import TestNet, TorInstance
+
+
+def socks5_connect(socks_port: int, host: str, port: int, timeout: float = 60) -> socket.socket:
+    """Connect through tor's SOCKS port, retrying while the descriptor is not yet found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.create_connection(("127.0.0.1", socks_port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Twisted does
+        sock.sendall(b"\x05\x01\x00")
+        assert sock.recv(2) == b"\x05\x00"
+        name = host.encode()
+        sock.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port))
+        reply = sock.recv(10)
+        if reply[1] == 0:
+            return sock
+        sock.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SOCKS error 0x{reply[1]:02x}")
+        time.sleep(0.5)
+
+
+def echo_server() -> int:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=lambda c=conn: _echo(c), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+def _echo(conn: socket.socket) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with conn:
+        while data := conn.recv(4096):
+            conn.sendall(data)
+
+
+def raw_rtts(service_tor: TorInstance, client_tor: TorInstance, n: int) -> list[float]:
+    port = echo_server()
+    with Controller.from_port(address="127.0.0.1", port=service_tor.control_port) as controller:
+        controller.authenticate()
+        service = controller.create_ephemeral_hidden_service(
+            {80: f"127.0.0.1:{port}"}, await_publication=True
+        )
+        assert client_tor.socks_port is not None
+        sock = socks5_connect(client_tor.socks_port, service.service_id + ".onion", 80)
+        rtts = []
+        payload = b"x" * 64
+        with sock:
+            for _ in range(n + 5):
+                start = time.perf_counter()
+                sock.sendall(payload)
+                received = b""
+                while len(received) < len(payload):
+                    received += sock.recv(4096)
+                rtts.append(time.perf_counter() - start)
+        controller.remove_ephemeral_hidden_service(service.service_id)
+    return rtts[5:]  # the first round trips warm the circuit
+
+
+class Daemon:
+    def __init__(self, home: Path, tor: TorInstance) -> None:
+        self.home = home
+        subprocess.run(
+            [sys.executable, "-m", "onionmsg", "--home", str(home), "init", "--no-passphrase"],
+            check=True,
+            capture_output=True,
+        )
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "onionmsg",
+                "--home",
+                str(home),
+                "daemon",
+                "--transport",
+                "tor",
+                "--tor-control",
+                f"tcp:127.0.0.1:{tor.control_port}",
+            ],
+            stderr=open(home / "daemon.stderr", "wb"),  # noqa: SIM115
+        )
+        self.reachable_after = self._wait_reachable()
+
+    def _wait_reachable(self) -> float:
+        while True:
+            try:
+                with ControlClient(self.home / "control.sock") as client:
+                    status = client.call("status")
+                if status["network"]["reachable"]:
+                    return time.monotonic() - self.started
+            except Exception:  # noqa: S110 - not up yet
+                pass
+            time.sleep(0.05)
+
+    def call(self, method: str, **params: Any) -> Any:
+        with ControlClient(self.home / "control.sock") as client:
+            return client.call(method, **params)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def onionmsg_rtts(alice: Daemon, bob: Daemon, n: int) -> list[float]:
+    alice_address = alice.call("status")["address"]
+    bob_address = bob.call("status")["address"]
+    alice.call("contacts.add", address=bob_address, name="bob")
+    bob.call("contacts.add", address=alice_address, name="alice")
+    while not all(c["online"] for c in alice.call("contacts.list")):
+        time.sleep(0.05)
+    rtts = []
+    with ControlClient(alice.home / "control.sock", timeout=60) as client:
+        client.call("subscribe")
+        events = client.events()
+        for i in range(n + 5):
+            start = time.perf_counter()
+            sent = client.call("send", contact="bob", text=f"benchmark {i}")
+            for event in events:
+                if event.get("id") == sent["id"] and event.get("status") == "delivered":
+                    break
+            rtts.append(time.perf_counter() - start)
+    return rtts[5:]
+
+
+def summary(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    p95 = ms[int(len(ms) * 0.95) - 1]
+    return f"{statistics.median(ms):.1f} | {statistics.mean(ms):.1f} | {p95:.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--kist", action="store_true", help="tor's default scheduler (KIST)")
+    args = parser.parse_args()
+    if args.kist:
+        os.environ["ONIONMSG_TESTNET_SCHEDULER"] = "KIST"
+    with tempfile.TemporaryDirectory(prefix="onionmsg-bench-") as tmp:
+        net = TestNet(Path(tmp) / "net", owner_pid=os.getpid())
+        started = time.monotonic()
+        net.up()
+        up_after = time.monotonic() - started
+        client1, client2 = [i for i in net.instances() if i.role == "client"][:2]
+        try:
+            raw = raw_rtts(client1, client2, args.messages)
+            alice = Daemon(Path(tmp) / "alice", client1)
+            bob = Daemon(Path(tmp) / "bob", client2)
+            try:
+                ours = onionmsg_rtts(alice, bob, args.messages)
+            finally:
+                alice.stop()
+                bob.stop()
+        finally:
+            net.down()
+    raw_median = statistics.median(raw)
+    ours_median = statistics.median(ours)
+    scheduler = "KIST" if args.kist else "Vanilla"
+    print(
+        f"private network up in {up_after:.1f} s; tor scheduler {scheduler}; "
+        f"{args.messages} round trips each\n"
+    )
+    print("| round trip | median ms | mean ms | p95 ms |")
+    print("|---|---|---|---|")
+    print(f"| raw 64-byte echo over an onion stream | {summary(raw)} |")
+    print(f"| onionmsg send -> delivered (message, store+fsync, ack) | {summary(ours)} |")
+    print(
+        f"\nonionmsg overhead on the median: {(ours_median - raw_median) * 1000:.1f} ms "
+        f"({(ours_median / raw_median - 1) * 100:.0f} %)"
+    )
+    print(
+        f"daemon start -> reachable: alice {alice.reachable_after:.1f} s, "
+        f"bob {bob.reachable_after:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Shared integration fixtures: a private Tor network on 127.0.0.1 for the whole session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from onionmsg.testnet import TestNet
+
+
+@pytest.fixture(scope="session")
+def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNet]:
+    """3 authorities, 2 relays and 2 bootstrapped client tors (client1, client2).
+
+    The tors die with this pytest process even if teardown never runs.
+    """
+    net = TestNet(tmp_path_factory.mktemp("tornet"), owner_pid=os.getpid())
+    net.up()
+    try:
+        yield net
+    finally:
+        net.down()
