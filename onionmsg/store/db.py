@@ -266,18 +266,23 @@ class Store:
     # -- messages ---------------------------------------------------------------------------
 
     def add_outgoing(
-        self, contact_id: int, message_id: bytes, text: str, now_ms: int
+        self,
+        contact_id: int,
+        message_id: bytes,
+        text: str,
+        now_ms: int,
+        status: Status = Status.QUEUED,
     ) -> StoredMessage:
+        """Store a message to send; ``SENT`` when the caller writes it to a link right after."""
+        assert status in (Status.QUEUED, Status.SENT)
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (message_id, contact_id, direction, text, sent_at,"
                 " stored_at, status) VALUES (?, ?, 'out', ?, ?, ?, ?)",
-                (message_id, contact_id, text, now_ms, now_ms, Status.QUEUED.value),
+                (message_id, contact_id, text, now_ms, now_ms, status.value),
             )
             row_id = cursor.lastrowid
-        return StoredMessage(
-            row_id, message_id, contact_id, "out", text, now_ms, now_ms, Status.QUEUED
-        )
+        return StoredMessage(row_id, message_id, contact_id, "out", text, now_ms, now_ms, status)
 
     def add_incoming(
         self, contact_id: int, message_id: bytes, text: str, sent_at: int, now_ms: int
