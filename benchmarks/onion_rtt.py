@@ -37,6 +37,7 @@ from stem.control import Controller
 
 from onionmsg.control.client import ControlClient
 from onionmsg.testnet import TestNet, TorInstance
+from onionmsg.wire.cells import CELL_SIZE
 
 
 def socks5_connect(socks_port: int, host: str, port: int, timeout: float = 60) -> socket.socket:
@@ -89,7 +90,7 @@ def raw_rtts(service_tor: TorInstance, client_tor: TorInstance, n: int) -> list[
         assert client_tor.socks_port is not None
         sock = socks5_connect(client_tor.socks_port, service.service_id + ".onion", 80)
         rtts = []
-        payload = b"x" * 64
+        payload = b"x" * CELL_SIZE  # the size of one onionmsg cell
         with sock:
             for _ in range(n + 5):
                 start = time.perf_counter()
@@ -230,11 +231,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--no-netns", action="store_true", help="run in this namespace")
+    parser.add_argument(
+        "--scheduler", default="Vanilla", help="tor's cell scheduler (KIST is tor's default)"
+    )
     args = parser.parse_args()
     if not args.no_netns:
         enter_loopback_namespace()
     with tempfile.TemporaryDirectory(prefix="onionmsg-bench-") as tmp:
-        net = TestNet(Path(tmp) / "net", owner_pid=os.getpid())
+        net = TestNet(Path(tmp) / "net", owner_pid=os.getpid(), scheduler=args.scheduler)
         started = time.monotonic()
         net.up()
         up_after = time.monotonic() - started
@@ -262,12 +266,12 @@ def main() -> int:
     ours_median = statistics.median(ours)
     where = "host loopback" if args.no_netns else "own loopback-only namespace, quickack"
     print(
-        f"private network up in {up_after:.1f} s ({where}); tor scheduler Vanilla; "
+        f"private network up in {up_after:.1f} s ({where}); tor scheduler {args.scheduler}; "
         f"{args.messages} round trips each\n"
     )
     print("| round trip | median ms | mean ms | p95 ms |")
     print("|---|---|---|---|")
-    print(f"| raw 64-byte echo over an onion stream | {summary(raw)} |")
+    print(f"| raw echo of one cell (996 bytes) over an onion stream | {summary(raw)} |")
     print(f"| onionmsg send -> delivered over onion services | {summary(ours)} |")
     print(f"| onionmsg send -> delivered over loopback TCP (no tor) | {summary(local)} |")
     print(

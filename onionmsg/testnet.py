@@ -312,7 +312,10 @@ class TestNet:
         relays: int = 2,
         clients: int = 2,
         owner_pid: int | None = None,
+        scheduler: str = SCHEDULER,
     ) -> None:
+        if scheduler not in ("Vanilla", "KIST", "KISTLite"):
+            raise ValueError("scheduler must be Vanilla, KIST or KISTLite")
         if authorities < 1 or relays < 0 or clients < 0:
             raise ValueError("need at least 1 authority and non-negative relay/client counts")
         self.directory = Path(directory).absolute()
@@ -320,6 +323,7 @@ class TestNet:
         self.relays = relays
         self.clients = clients
         self.owner_pid = owner_pid
+        self.scheduler = scheduler
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._records: dict[str, dict[str, Any]] = {}
 
@@ -397,7 +401,7 @@ class TestNet:
             "tor": tor,
             "owner_pid": self.owner_pid,
             "watchdogs": [],
-            "scheduler": SCHEDULER,
+            "scheduler": self.scheduler,
             "notes": [SCHEDULER_NOTE],
             "dir_authorities": [],
             "instances": records,
@@ -555,7 +559,7 @@ class TestNet:
             f"ControlPort {LOOPBACK}:{record['control_port']}",
             "CookieAuthentication 1",
             f"ControlPortWriteToFile {data_dir}/control-port",
-            f"Schedulers {SCHEDULER}",
+            f"Schedulers {state.get('scheduler', SCHEDULER)}",
             "AssumeReachable 1",
             "PathsNeededToBuildCircuits 0.67",
             "ClientUseIPv6 0",
