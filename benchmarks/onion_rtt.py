@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import socket
 import statistics
 import struct
@@ -180,46 +181,13 @@ _IN_NETNS = "ONIONMSG_BENCHMARK_IN_NETNS"
 def enter_loopback_namespace() -> None:
     """Re-run this script in a new network namespace with loopback only (needs root)."""
     if os.environ.get(_IN_NETNS):
+        quickack = shlex.split(
+            "dev lo table local proto kernel scope host src 127.0.0.1 quickack 1"
+        )
         for command in (
             ["ip", "link", "set", "lo", "up"],
-            [
-                "ip",
-                "route",
-                "replace",
-                "local",
-                "127.0.0.0/8",
-                "dev",
-                "lo",
-                "table",
-                "local",
-                "proto",
-                "kernel",
-                "scope",
-                "host",
-                "src",
-                "127.0.0.1",
-                "quickack",
-                "1",
-            ],
-            [
-                "ip",
-                "route",
-                "replace",
-                "local",
-                "127.0.0.1",
-                "dev",
-                "lo",
-                "table",
-                "local",
-                "proto",
-                "kernel",
-                "scope",
-                "host",
-                "src",
-                "127.0.0.1",
-                "quickack",
-                "1",
-            ],
+            ["ip", "route", "replace", "local", "127.0.0.0/8", *quickack],
+            ["ip", "route", "replace", "local", "127.0.0.1", *quickack],
         ):
             subprocess.run(command, check=True)
         return

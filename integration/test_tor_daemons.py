@@ -105,13 +105,19 @@ def test_three_users_talk_over_onion_services(
         assert len({m["id"] for m in incoming}) == 2
 
 
-def test_contact_offline_then_back(tor_network: TestNet, tmp_path: Path, users: list[User]) -> None:
+def alice_and_bob_on_tor(tor_network: TestNet, tmp_path: Path, users: list[User]) -> list[User]:
+    """Two users on their own client tors, each other's contacts, both daemons running."""
     alice = tor_user("alice", tmp_path / "alice", _client(tor_network, "client1"))
     bob = tor_user("bob", tmp_path / "bob", _client(tor_network, "client2"))
     users.extend([alice, bob])
     start_on_tor(alice, alice.tor)
     start_on_tor(bob, bob.tor)
     befriend(alice, bob)
+    return [alice, bob]
+
+
+def test_contact_offline_then_back(tor_network: TestNet, tmp_path: Path, users: list[User]) -> None:
+    alice, bob = alice_and_bob_on_tor(tor_network, tmp_path, users)
     wait_for(lambda: alice.contacts()[0]["online"], 90, "alice and bob linked")
     bob.stop_daemon(signal.SIGTERM)
     wait_for(lambda: not alice.contacts()[0]["online"], 60, "alice to see bob offline")
@@ -124,12 +130,7 @@ def test_contact_offline_then_back(tor_network: TestNet, tmp_path: Path, users: 
 def test_tor_restart_republishes_and_messages_flow(
     tor_network: TestNet, tmp_path: Path, users: list[User]
 ) -> None:
-    alice = tor_user("alice", tmp_path / "alice", _client(tor_network, "client1"))
-    bob = tor_user("bob", tmp_path / "bob", _client(tor_network, "client2"))
-    users.extend([alice, bob])
-    start_on_tor(alice, alice.tor)
-    start_on_tor(bob, bob.tor)
-    befriend(alice, bob)
+    alice, bob = alice_and_bob_on_tor(tor_network, tmp_path, users)
     alice.cli("send", "bob", "before")
     wait_for(lambda: delivered(alice, "before"), 90, "first message delivered")
     tor_network.restart_client("client1")  # kill -9 alice's tor and start it again
