@@ -51,7 +51,11 @@ def _befriend(alice: User, bob: User) -> None:
 def test_two_users_exchange_messages(alice_and_bob: tuple[User, User]) -> None:
     alice, bob = alice_and_bob
     assert alice.status()["address"] == alice.address
-    assert alice.cli("address").stdout.strip() == alice.address
+    shown = alice.cli("address")
+    assert shown.stdout.strip() == alice.address
+    assert "without a passphrase" in shown.stderr  # alice chose --no-passphrase
+    assert "without a passphrase" not in bob.cli("address").stderr
+    assert bob.status()["passphrase"] is True
     _befriend(alice, bob)
     sent_id = alice.cli("send", "bob", "hello bob").stdout.strip()
     bob.cli("send", alice.address, "hi alice, ünïcödé ✓")
@@ -191,3 +195,22 @@ def test_home_is_private_and_holds_no_plaintext(alice_and_bob: tuple[User, User]
                     # bob's home is passphrase-protected; alice's (--no-passphrase) is still
                     # SQLCipher, with a public key: no plaintext on disk in either.
                     assert secret.encode() not in data, (path, secret)
+
+
+def test_safety_numbers_match_and_mark_verified(alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+
+    def number(output: str) -> str:
+        return next(line.strip() for line in output.splitlines() if line.strip()[:5].isdigit())
+
+    seen_by_alice = alice.cli("contacts", "verify", "bob").stdout
+    assert "Not marked verified" in seen_by_alice
+    assert [c["verified"] for c in alice.contacts()] == [False]
+    seen_by_bob = bob.cli("contacts", "verify", "alice", "--yes").stdout
+    assert number(seen_by_alice) == number(seen_by_bob)
+    assert len(number(seen_by_bob).split()) == 12
+    assert [c["verified"] for c in bob.contacts()] == [True]
+    bob.stop_daemon()
+    bob.start_daemon("--transport", "tcp", "--listen", "127.0.0.1:0")
+    assert [c["verified"] for c in bob.contacts()] == [True]  # stored

@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--tcp", metavar="HOST:PORT", help="(development) the contact's tcp transport endpoint"
     )
+    verify = contact_commands.add_parser(
+        "verify", help="show the safety number to compare with a contact, and mark them verified"
+    )
+    verify.add_argument("contact", metavar="CONTACT", help="a contact's name or address")
+    verify.add_argument(
+        "--yes", action="store_true", help="the numbers match: mark verified without asking"
+    )
     listing = contact_commands.add_parser("list", help="list contacts")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -177,20 +184,25 @@ def cmd_init(home: Home, args: argparse.Namespace) -> int:
     store.close()
     params.save(home.keyfile_path)
     if passphrase is None:
-        print(
-            "warning: no passphrase set: anyone who gets this disk can read your identity, "
-            "contacts and messages",
-            file=sys.stderr,
-        )
+        print(_UNPROTECTED, file=sys.stderr)
     print(identity.onion_address)
     return 0
+
+
+_UNPROTECTED = (
+    "warning: this identity is stored without a passphrase: anyone with this disk can read "
+    "it, your contacts and your messages"
+)
 
 
 def cmd_address(home: Home, args: argparse.Namespace) -> int:
     try:
         with ControlClient(home.control_socket) as client:
-            print(client.call("status")["address"])
-            return 0
+            status = client.call("status")
+        print(status["address"])
+        if not status["passphrase"]:
+            print(_UNPROTECTED, file=sys.stderr)
+        return 0
     except DaemonNotRunning:
         pass
     store = _open_store(home, args)
@@ -198,6 +210,8 @@ def cmd_address(home: Home, args: argparse.Namespace) -> int:
         print(store.identity().onion_address)
     finally:
         store.close()
+    if not KeyParams.load(home.keyfile_path).passphrase:
+        print(_UNPROTECTED, file=sys.stderr)
     return 0
 
 
@@ -244,6 +258,8 @@ def cmd_status(home: Home, args: argparse.Namespace) -> int:
     else:
         for key, value in status.items():
             print(f"{key}: {value}")
+    if not status["passphrase"]:
+        print(_UNPROTECTED, file=sys.stderr)
     return 0
 
 
@@ -255,12 +271,33 @@ def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
             )
             print(f"added {contact['name']} ({contact['address']})")
             return 0
+        if args.contacts_command == "verify":
+            return _verify(client, args)
         for contact in client.call("contacts.list"):
             if args.json:
                 _print_json(contact)
             else:
                 state = "online" if contact["online"] else "offline"
-                print(f"{contact['name']:<20} {contact['address']}  {state}")
+                mark = "  verified" if contact["verified"] else ""
+                print(f"{contact['name']:<20} {contact['address']}  {state}{mark}")
+    return 0
+
+
+def _verify(client: ControlClient, args: argparse.Namespace) -> int:
+    result = client.call("contacts.verify", contact=args.contact, confirm=False)
+    print(f"Safety number for you and {result['name']}:\n\n    {result['safety_number']}\n")
+    print(
+        f"Compare it with the number {result['name']} sees, in person or over a channel you "
+        "trust. If they are the same, nobody stands between you."
+    )
+    confirm = args.yes
+    if not confirm and sys.stdin.isatty():
+        confirm = input("Do the numbers match? [y/N] ").strip().lower() in ("y", "yes")
+    if confirm:
+        client.call("contacts.verify", contact=args.contact, confirm=True)
+        print(f"{result['name']} is now marked verified.")
+    elif not args.yes:
+        print("Not marked verified (run again with --yes once you have compared them).")
     return 0
 
 

@@ -26,6 +26,7 @@ from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
 from onionmsg.node import Node
 from onionmsg.store.db import Store
+from onionmsg.store.keys import KeyParams
 from onionmsg.transport.base import Transport
 from onionmsg.transport.tcp import TCPTransport
 from onionmsg.transport.tor import TorOptions, TorStatus, TorTransport
@@ -48,8 +49,12 @@ class DaemonOptions:
 
 
 def start_logging(stream: IO[str], verbose: bool) -> None:
-    level = LogLevel.debug if verbose else LogLevel.info
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    # Our own progress at info; the libraries' chatter ("Starting factory ...") only
+    # from warnings up, unless -v asks for everything.
+    predicate = LogLevelFilterPredicate(
+        defaultLogLevel=LogLevel.debug if verbose else LogLevel.warn
+    )
+    predicate.setLogLevelForNamespace("onionmsg", LogLevel.debug if verbose else LogLevel.info)
     observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
@@ -98,7 +103,12 @@ async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOpti
     """Run until SIGINT/SIGTERM; raises OnionmsgError for a clear start-up failure."""
     lock_fd = _lock(home)
     socket_path = home.socket_path_for_bind()
-    node = Node(store, make_transport(reactor, home, store.identity(), options), reactor)
+    node = Node(
+        store,
+        make_transport(reactor, home, store.identity(), options),
+        reactor,
+        passphrase_protected=KeyParams.load(home.keyfile_path).passphrase,
+    )
     try:
         listening = await node.start()
         # Nobody else holds the lock, so a leftover socket is stale.

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from onionmsg.crypto.identity import Identity, parse_onion_address
+from onionmsg.crypto.safety import safety_number
 from onionmsg.errors import OnionmsgError
 from onionmsg.session.connector import Connector
 from onionmsg.session.link import (
@@ -68,7 +69,9 @@ class Node:
         *,
         rng: random.Random | None = None,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        passphrase_protected: bool = True,
     ) -> None:
+        self._passphrase_protected = passphrase_protected
         self._store = store
         self._transport = transport
         self._clock = clock
@@ -104,6 +107,7 @@ class Node:
     def status(self) -> Snapshot:
         return {
             "address": self.identity.onion_address,
+            "passphrase": self._passphrase_protected,
             "transport": self._transport.name,
             "listening": self._listening,
             "network": self._transport.status(),
@@ -122,6 +126,16 @@ class Node:
         if self._running:
             peer.connector.start()
         return self._contact_snapshot(peer)
+
+    def verify_contact(self, contact_ref: str, confirm: bool) -> Snapshot:
+        """The safety number of us and this contact; ``confirm`` marks the contact verified."""
+        contact = self._find(contact_ref)
+        number = safety_number(self.identity.public_key, parse_onion_address(contact.address))
+        if confirm:
+            self._store.set_verified(contact.id, True)
+            peer = self._peers[contact.address]
+            peer.contact = self._store.contact_by_id(contact.id)
+        return {"safety_number": number, **self._contact_snapshot(self._peers[contact.address])}
 
     def contacts(self) -> list[Snapshot]:
         return [self._contact_snapshot(peer) for peer in self._peers.values()]
@@ -277,6 +291,7 @@ class Node:
             "name": contact.display_name,
             "address": contact.address,
             "online": peer.link is not None,
+            "verified": contact.verified,
             "connection": peer.connector.state,
             "tcp": contact.tcp_endpoint,
         }

@@ -55,6 +55,13 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         return node.add_contact(
             address, _text(params, "name", optional=True), _text(params, "tcp", optional=True)
         )
+    if method == "contacts.verify":
+        contact = _text(params, "contact")
+        assert contact is not None
+        confirm = params.get("confirm", False)
+        if not isinstance(confirm, bool):
+            raise RequestError("parameter 'confirm' must be true or false")
+        return node.verify_contact(contact, confirm)
     if method == "send":
         contact, text = _text(params, "contact"), _text(params, "text")
         assert contact is not None and text is not None

@@ -33,7 +33,8 @@ CREATE TABLE contacts (
     address TEXT NOT NULL UNIQUE,
     name TEXT UNIQUE,
     tcp_endpoint TEXT,
-    added_at INTEGER NOT NULL
+    added_at INTEGER NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
@@ -76,6 +77,7 @@ class Contact:
     name: str | None
     tcp_endpoint: str | None
     added_at: int
+    verified: bool = False
 
     @property
     def display_name(self) -> str:
@@ -226,42 +228,42 @@ class Store:
         return Contact(contact_id, address, name, tcp_endpoint, now_ms)
 
     def contacts(self) -> list[Contact]:
-        rows = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at FROM contacts ORDER BY id"
-        )
-        return [Contact(*row) for row in rows]
+        return self._contacts_where("1 = 1", ())
 
     def contact_by_id(self, contact_id: int) -> Contact:
-        row = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at FROM contacts WHERE id = ?",
-            (contact_id,),
-        ).fetchone()
-        if row is None:
+        found = self._contacts_where("id = ?", (contact_id,))
+        if not found:
             raise ContactError(f"no contact with id {contact_id}")
-        return Contact(*row)
+        return found[0]
 
     def find_contact(self, ref: str, *, missing_ok: bool = False) -> Contact | None:
         """A contact by name or by onion address (any accepted spelling)."""
-        row = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at FROM contacts WHERE name = ?",
-            (ref,),
-        ).fetchone()
-        if row is None and _looks_like_address(ref):
+        found = self._contacts_where("name = ?", (ref,))
+        if not found and _looks_like_address(ref):
             try:
                 address = normalize_onion_address(ref)
             except AddressError:
                 if missing_ok:
                     return None
                 raise
-            row = self._db.execute(
-                "SELECT id, address, name, tcp_endpoint, added_at FROM contacts WHERE address = ?",
-                (address,),
-            ).fetchone()
-        if row is None:
+            found = self._contacts_where("address = ?", (address,))
+        if not found:
             if missing_ok:
                 return None
             raise ContactError(f"no contact named {ref[:80]!r}: see 'onionmsg contacts list'")
-        return Contact(*row)
+        return found[0]
+
+    def _contacts_where(self, where: str, args: tuple[Any, ...]) -> list[Contact]:
+        rows = self._db.execute(
+            "SELECT id, address, name, tcp_endpoint, added_at, verified FROM contacts"  # noqa: S608 - fixed clauses only
+            f" WHERE {where} ORDER BY id",
+            args,
+        )
+        return [Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows]
+
+    def set_verified(self, contact_id: int, verified: bool) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE contacts SET verified = ? WHERE id = ?", (int(verified), contact_id))
 
     # -- messages ---------------------------------------------------------------------------
 

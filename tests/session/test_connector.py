@@ -13,7 +13,7 @@ from onionmsg.session.connector import FIRST_RETRY, JITTER, MAX_RETRY, Connector
 def make() -> tuple[Connector, Clock, list[float]]:
     clock = Clock()
     dials: list[float] = []
-    rng = random.Random(1)  # noqa: S311
+    rng = random.Random(1)
     connector = Connector(clock, lambda: dials.append(clock.seconds()), rng)
     return connector, clock, dials
 
