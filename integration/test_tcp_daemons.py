@@ -214,3 +214,31 @@ def test_safety_numbers_match_and_mark_verified(alice_and_bob: tuple[User, User]
     bob.stop_daemon()
     bob.start_daemon("--transport", "tcp", "--listen", "127.0.0.1:0")
     assert [c["verified"] for c in bob.contacts()] == [True]  # stored
+
+
+def test_fifty_messages_to_an_offline_contact_survive_a_sender_restart(
+    alice_and_bob: tuple[User, User],
+) -> None:
+    alice, bob = alice_and_bob
+    _befriend(alice, bob)
+    bob_endpoint = bob.tcp_endpoint()
+    bob.stop_daemon()
+    for i in range(50):
+        alice.cli("send", "bob", f"offline {i:02d}")
+    # The messages are encrypted (Double Ratchet) and stored; the sender restarts.
+    alice_endpoint = alice.tcp_endpoint()
+    alice.stop_daemon()
+    alice.start_daemon("--transport", "tcp", "--listen", alice_endpoint)
+    bob.start_daemon("--transport", "tcp", "--listen", bob_endpoint)
+    wait_for(
+        lambda: len([m for m in bob.messages() if m["direction"] == "in"]) == 50,
+        90,
+        "all 50 messages",
+    )
+    texts = [m["text"] for m in bob.messages() if m["direction"] == "in"]
+    assert texts == [f"offline {i:02d}" for i in range(50)]
+    wait_for(
+        lambda: {m["status"] for m in alice.messages() if m["direction"] == "out"} == {"delivered"},
+        60,
+        "all acknowledged",
+    )

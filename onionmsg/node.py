@@ -22,8 +22,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from onionmsg.crypto.identity import Identity, parse_onion_address
+from onionmsg.crypto.ratchet import Ratchet
 from onionmsg.crypto.safety import safety_number
-from onionmsg.errors import OnionmsgError
+from onionmsg.delivery.envelopes import open_envelope, seal
+from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.session.connector import Connector
 from onionmsg.session.link import (
     Link,
@@ -33,11 +35,21 @@ from onionmsg.session.link import (
     MessageReceived,
     Role,
 )
-from onionmsg.store.db import Contact, Status, Store, StoredMessage
+from onionmsg.store.db import Contact, OutboxEntry, Status, Store, StoredMessage
 from onionmsg.transport.base import Transport
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
-from onionmsg.wire.messages import MAX_TEXT_BYTES, MESSAGE_ID_SIZE, Ack, ChatMessage
+from onionmsg.wire.messages import (
+    MAX_TEXT_BYTES,
+    MESSAGE_ID_SIZE,
+    Ack,
+    Envelope,
+    Message,
+    SessionStart,
+    TextContent,
+    decode,
+    decode_content,
+)
 
 log = Logger()
 
@@ -123,6 +135,9 @@ class Node:
             parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
         contact = self._store.add_contact(address, name, tcp_endpoint, self._now_ms())
         peer = self._add_peer(contact)
+        # The initiator of the pair opens the ratchet session right away, so the contact
+        # can encrypt to us as soon as this first envelope reaches them.
+        self._queue(peer, SessionStart(), text=None)
         if self._running:
             peer.connector.start()
         return self._contact_snapshot(peer)
@@ -147,19 +162,43 @@ class Node:
             raise SendError(f"a message has at most {MAX_TEXT_BYTES} bytes of text")
         contact = self._find(contact_ref)
         peer = self._peers[contact.address]
-        # With a link up the message leaves in this same reactor turn, so it is stored as
-        # sent at once: one durable commit instead of two. (A crash in between only means
-        # it is sent on the next link, as every unacknowledged message is.)
-        status = Status.SENT if peer.link is not None else Status.QUEUED
-        message_id = nacl.utils.random(MESSAGE_ID_SIZE)
-        stored = self._store.add_outgoing(contact.id, message_id, text, self._now_ms(), status)
+        stored = self._queue(peer, TextContent(self._now_ms(), text), text=text)
+        assert stored is not None
         snapshot = self._message_snapshot(stored)
-        self._notify(snapshot)
-        if peer.link is not None:
-            peer.link.send(ChatMessage(stored.message_id, stored.sent_at, stored.text))
-        else:
+        if peer.link is None:
             peer.connector.retry_now()
         return snapshot
+
+    def _queue(self, peer: _Peer, content: Message, text: str | None) -> StoredMessage | None:
+        """Seal, store (ratchet step, outbox, history: one commit), then send if a link is up."""
+        contact = peer.contact
+        message_id = nacl.utils.random(MESSAGE_ID_SIZE)
+        their_key = parse_onion_address(contact.address)
+        sealing = seal(self.identity, their_key, self._ratchet(contact), message_id, content)
+        # With a link up the envelope leaves in this same reactor turn, so it is stored as
+        # sent at once: one durable commit instead of two. (A crash in between only means
+        # it is sent on the next link, as every unacknowledged message is.)
+        ready = sealing.envelope is not None and peer.link is not None
+        stored = self._store.queue_outgoing(
+            contact.id,
+            message_id,
+            text=text,
+            content=sealing.content,
+            envelope=sealing.envelope,
+            ratchet_state=sealing.ratchet.to_json() if sealing.ratchet else None,
+            now_ms=self._now_ms(),
+            status=Status.SENT if ready else Status.QUEUED,
+        )
+        if stored is not None:
+            self._notify(self._message_snapshot(stored))
+        if ready:
+            assert peer.link is not None and sealing.envelope is not None
+            peer.link.send(decode(sealing.envelope))
+        return stored
+
+    def _ratchet(self, contact: Contact) -> Ratchet | None:
+        state = self._store.ratchet_state(contact.id)
+        return Ratchet.from_json(state) if state is not None else None
 
     def messages(self, contact_ref: str | None = None, after: int = 0) -> list[Snapshot]:
         contact_id = self._find(contact_ref).id if contact_ref else None
@@ -221,8 +260,8 @@ class Node:
         peer.link = protocol
         peer.connector.link_established()
         self._notify({"event": "contact", **self._contact_snapshot(peer)})
-        for stored in self._store.outbox(peer.contact.id):
-            self._transmit(peer, stored)
+        for entry in self._store.outbox(peer.contact.id):
+            self._transmit(peer, entry)
 
     def _preferred(self, current: LinkProtocol, new: LinkProtocol) -> LinkProtocol:
         """Both ends keep the same one of two links: the one dialled by the smaller address."""
@@ -252,10 +291,12 @@ class Node:
             # Our dial got a connection but no link (refused, or a failed handshake).
             peer.connector.dial_failed()
 
-    def _transmit(self, peer: _Peer, stored: StoredMessage) -> None:
+    def _transmit(self, peer: _Peer, entry: OutboxEntry) -> None:
+        if entry.envelope is None:
+            return  # waits for the contact's SessionStart
         assert peer.link is not None
-        peer.link.send(ChatMessage(stored.message_id, stored.sent_at, stored.text))
-        updated = self._store.set_status(peer.contact.id, stored.message_id, Status.SENT)
+        peer.link.send(decode(entry.envelope))
+        updated = self._store.mark_sent(peer.contact.id, entry.message_id)
         if updated is not None:
             self._notify(self._message_snapshot(updated))
 
@@ -265,18 +306,66 @@ class Node:
         if peer is None or peer.link is not protocol:
             return  # a link we are dropping: the peer will resend on the kept one
         message = event.message
-        if isinstance(message, ChatMessage):
-            stored = self._store.add_incoming(
-                peer.contact.id, message.message_id, message.text, message.sent_at, self._now_ms()
-            )
-            # Acknowledge only after the commit, and also a redelivery (its first ack was lost).
-            protocol.send(Ack(message.message_id))
-            if stored is not None:
-                self._notify(self._message_snapshot(stored))
+        if isinstance(message, Envelope):
+            self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):
-            updated = self._store.set_status(peer.contact.id, message.message_id, Status.DELIVERED)
+            updated = self._store.acknowledge(peer.contact.id, message.message_id)
             if updated is not None:
                 self._notify(self._message_snapshot(updated))
+
+    def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
+        contact = peer.contact
+        if self._store.was_received(contact.id, envelope.message_id):
+            protocol.send(Ack(envelope.message_id))  # a redelivery: our first Ack was lost
+            return
+        ratchet = self._ratchet(contact)
+        had_session = ratchet is not None
+        try:
+            ratchet, content = open_envelope(
+                self.identity, parse_onion_address(contact.address), ratchet, envelope
+            )
+        except ProtocolError as error:
+            # Not acknowledged: the contact keeps it and sends it again later. Nothing is
+            # logged about the content or the keys.
+            log.warn("an envelope from a contact could not be opened: {error}", error=error)
+            return
+        text = content.text if isinstance(content, TextContent) else None
+        sent_at = content.sent_at if isinstance(content, TextContent) else 0
+        stored = self._store.store_incoming(
+            contact.id,
+            envelope.message_id,
+            text=text,
+            sent_at=sent_at,
+            ratchet_state=ratchet.to_json(),
+            now_ms=self._now_ms(),
+        )
+        # Acknowledge only after the commit.
+        protocol.send(Ack(envelope.message_id))
+        if stored is not None:
+            self._notify(self._message_snapshot(stored))
+        if isinstance(content, SessionStart) or not had_session:
+            self._seal_waiting(peer, ratchet)
+
+    def _seal_waiting(self, peer: _Peer, ratchet: Ratchet) -> None:
+        """The session exists now: encrypt what waited for it, in order, and send it."""
+        contact = peer.contact
+        their_key = parse_onion_address(contact.address)
+        waiting = [e for e in self._store.outbox(contact.id) if e.content is not None]
+        if not waiting:
+            return
+        sealed: list[tuple[int, bytes]] = []
+        for entry in waiting:
+            assert entry.content is not None
+            sealing = seal(
+                self.identity, their_key, ratchet, entry.message_id, decode_content(entry.content)
+            )
+            assert sealing.envelope is not None
+            sealed.append((entry.id, sealing.envelope))
+        self._store.seal_outbox(contact.id, sealed, ratchet.to_json())
+        if peer.link is not None:
+            for entry in self._store.outbox(contact.id):
+                if entry.id in {entry_id for entry_id, _ in sealed}:
+                    self._transmit(peer, entry)
 
     # -- snapshots ---------------------------------------------------------------------------
 

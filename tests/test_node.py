@@ -174,22 +174,33 @@ def test_lost_ack_means_redelivery_but_no_duplicate(world: World) -> None:
     assert texts(bob, "in") == [("once", "received")]
 
 
-def test_messages_wait_for_an_offline_contact(world: World) -> None:
-    alice = world.node("alice", 1)
-    bob_identity = Identity(bytes([2]) * 32)
+@pytest.mark.parametrize(("alice_seed", "bob_seed"), [(1, 2), (2, 1)])
+def test_messages_wait_for_an_offline_contact(
+    world: World, alice_seed: int, bob_seed: int
+) -> None:
+    # Run once with alice as the pair's ratchet initiator and once as the responder, whose
+    # messages must wait for bob's SessionStart before they can be encrypted.
+    alice = world.node("alice", alice_seed)
+    bob_identity = Identity(bytes([bob_seed]) * 32)
     alice.add_contact(bob_identity.onion_address, "bob", None)
     for i in range(3):
         alice.send("bob", f"m{i}")
     world.settle(30)
     assert {status for _, status in texts(alice, "out")} == {"queued"}
     world.events["alice"].clear()
-    bob = world.node("bob", 2)
+    bob = world.node("bob", bob_seed)
     bob.add_contact(alice.identity.onion_address, "alice", None)
     world.settle(70)  # alice's backoff may have reached a minute
     assert texts(bob, "in") == [(f"m{i}", "received") for i in range(3)]
     assert {status for _, status in texts(alice, "out")} == {"delivered"}
     statuses = [e["status"] for e in world.events["alice"] if e.get("event") == "message"]
     assert statuses == ["sent"] * 3 + ["delivered"] * 3
+    # Both now hold the same session and keep talking both ways.
+    bob.send("alice", "reply")
+    alice.send("bob", "and again")
+    world.settle()
+    assert texts(alice, "in") == [("reply", "received")]
+    assert texts(bob, "in")[-1] == ("and again", "received")
 
 
 def test_strangers_get_a_closed_link_and_nothing_stored(world: World) -> None:

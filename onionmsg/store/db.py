@@ -47,7 +47,25 @@ CREATE TABLE messages (
     status TEXT NOT NULL,
     UNIQUE (contact_id, direction, message_id)
 );
-CREATE INDEX messages_outbox ON messages (contact_id, direction, status);
+CREATE INDEX messages_by_contact ON messages (contact_id, id);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    message_id BLOB NOT NULL,
+    content BLOB,
+    envelope BLOB,
+    UNIQUE (contact_id, message_id),
+    CHECK ((content IS NULL) != (envelope IS NULL))
+);
+CREATE TABLE received (
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    message_id BLOB NOT NULL,
+    PRIMARY KEY (contact_id, message_id)
+);
+CREATE TABLE ratchets (
+    contact_id INTEGER PRIMARY KEY REFERENCES contacts(id) ON DELETE CASCADE,
+    state TEXT NOT NULL
+);
 """
 
 
@@ -94,6 +112,17 @@ class StoredMessage:
     sent_at: int
     stored_at: int
     status: Status
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A message to (re)send until acknowledged: its envelope, or, while the contact's
+    ratchet session does not exist yet, its plaintext content (inside the encrypted store)."""
+
+    id: int
+    message_id: bytes
+    content: bytes | None
+    envelope: bytes | None
 
 
 def _key_pragma(key: bytes) -> str:
@@ -267,17 +296,47 @@ class Store:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def add_outgoing(
+    def ratchet_state(self, contact_id: int) -> str | None:
+        row = self._db.execute(
+            "SELECT state FROM ratchets WHERE contact_id = ?", (contact_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _save_ratchet(self, db: Any, contact_id: int, state: str | None) -> None:
+        if state is not None:
+            db.execute(
+                "INSERT INTO ratchets (contact_id, state) VALUES (?, ?) ON CONFLICT (contact_id)"
+                " DO UPDATE SET state = excluded.state",
+                (contact_id, state),
+            )
+
+    def queue_outgoing(
         self,
         contact_id: int,
         message_id: bytes,
-        text: str,
+        *,
+        text: str | None,
+        content: bytes | None,
+        envelope: bytes | None,
+        ratchet_state: str | None,
         now_ms: int,
         status: Status = Status.QUEUED,
-    ) -> StoredMessage:
-        """Store a message to send; ``SENT`` when the caller writes it to a link right after."""
+    ) -> StoredMessage | None:
+        """One transaction: the outbox entry, the ratchet step, and (for a text) the history row.
+
+        Exactly one of ``content`` (no session yet) and ``envelope`` is given. Returns the
+        history row, or None for a protocol message (no text).
+        """
         assert status in (Status.QUEUED, Status.SENT)
         with self._transaction() as db:
+            db.execute(
+                "INSERT INTO outbox (contact_id, message_id, content, envelope)"
+                " VALUES (?, ?, ?, ?)",
+                (contact_id, message_id, content, envelope),
+            )
+            self._save_ratchet(db, contact_id, ratchet_state)
+            if text is None:
+                return None
             cursor = db.execute(
                 "INSERT INTO messages (message_id, contact_id, direction, text, sent_at,"
                 " stored_at, status) VALUES (?, ?, 'out', ?, ?, ?, ?)",
@@ -286,50 +345,95 @@ class Store:
             row_id = cursor.lastrowid
         return StoredMessage(row_id, message_id, contact_id, "out", text, now_ms, now_ms, status)
 
-    def add_incoming(
-        self, contact_id: int, message_id: bytes, text: str, sent_at: int, now_ms: int
-    ) -> StoredMessage | None:
-        """Store a received message; None if this id was already stored (a redelivery)."""
+    def outbox(self, contact_id: int) -> list[OutboxEntry]:
+        """Entries not yet acknowledged, in the order they were queued."""
+        rows = self._db.execute(
+            "SELECT id, message_id, content, envelope FROM outbox WHERE contact_id = ? ORDER BY id",
+            (contact_id,),
+        )
+        return [OutboxEntry(*row) for row in rows]
+
+    def seal_outbox(
+        self, contact_id: int, envelopes: list[tuple[int, bytes]], ratchet_state: str
+    ) -> None:
+        """Replace waiting plaintext entries by their envelopes, with the ratchet, atomically."""
         with self._transaction() as db:
+            for entry_id, envelope in envelopes:
+                db.execute(
+                    "UPDATE outbox SET envelope = ?, content = NULL"
+                    " WHERE id = ? AND contact_id = ?",
+                    (envelope, entry_id, contact_id),
+                )
+            self._save_ratchet(db, contact_id, ratchet_state)
+
+    def was_received(self, contact_id: int, message_id: bytes) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM received WHERE contact_id = ? AND message_id = ?",
+            (contact_id, message_id),
+        ).fetchone()
+        return row is not None
+
+    def store_incoming(
+        self,
+        contact_id: int,
+        message_id: bytes,
+        *,
+        text: str | None,
+        sent_at: int,
+        ratchet_state: str,
+        now_ms: int,
+    ) -> StoredMessage | None:
+        """One durable transaction: the ratchet step, the id (for dedup), the text if any.
+
+        The caller acknowledges only after this returns.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO received (contact_id, message_id) VALUES (?, ?)",
+                (contact_id, message_id),
+            )
+            self._save_ratchet(db, contact_id, ratchet_state)
+            if text is None:
+                return None
             cursor = db.execute(
-                "INSERT OR IGNORE INTO messages (message_id, contact_id, direction, text,"
+                "INSERT INTO messages (message_id, contact_id, direction, text,"
                 " sent_at, stored_at, status) VALUES (?, ?, 'in', ?, ?, ?, ?)",
                 (message_id, contact_id, text, sent_at, now_ms, Status.RECEIVED.value),
             )
-            if cursor.rowcount == 0:
-                return None
             row_id = cursor.lastrowid
         return StoredMessage(
             row_id, message_id, contact_id, "in", text, sent_at, now_ms, Status.RECEIVED
         )
 
-    def set_status(
-        self, contact_id: int, message_id: bytes, status: Status
+    def mark_sent(self, contact_id: int, message_id: bytes) -> StoredMessage | None:
+        return self._advance(contact_id, message_id, Status.SENT, [Status.QUEUED])
+
+    def acknowledge(self, contact_id: int, message_id: bytes) -> StoredMessage | None:
+        """The peer stored it: drop it from the outbox and mark it delivered."""
+        with self._transaction(durable=False) as db:
+            # Not fsync'd: if this is lost, the message is sent again and deduplicated.
+            db.execute(
+                "DELETE FROM outbox WHERE contact_id = ? AND message_id = ?",
+                (contact_id, message_id),
+            )
+        return self._advance(contact_id, message_id, Status.DELIVERED, [Status.QUEUED, Status.SENT])
+
+    def _advance(
+        self, contact_id: int, message_id: bytes, status: Status, earlier: list[Status]
     ) -> StoredMessage | None:
-        """Advance an outgoing message's status (never backwards); the updated row or None."""
-        order = [Status.QUEUED, Status.SENT, Status.DELIVERED]
-        earlier = [s.value for s in order[: order.index(status)]]
+        """Move an outgoing message's status forward (never back); the updated row or None."""
         placeholders = ",".join("?" * len(earlier))
-        if not earlier:
-            return None
         with self._transaction(durable=False) as db:
             cursor = db.execute(
-                f"UPDATE messages SET status = ? WHERE contact_id = ? AND direction = 'out'"  # noqa: S608
+                "UPDATE messages SET status = ? WHERE contact_id = ? AND direction = 'out'"  # noqa: S608
                 f" AND message_id = ? AND status IN ({placeholders})",
-                (status.value, contact_id, message_id, *earlier),
+                (status.value, contact_id, message_id, *(s.value for s in earlier)),
             )
             changed = cursor.rowcount
         if not changed:
             return None
         return self._message_where(
             "contact_id = ? AND direction = 'out' AND message_id = ?", (contact_id, message_id)
-        )
-
-    def outbox(self, contact_id: int) -> list[StoredMessage]:
-        """Outgoing messages to this contact not yet delivered, oldest first."""
-        return self._messages_where(
-            "contact_id = ? AND direction = 'out' AND status != ?",
-            (contact_id, Status.DELIVERED.value),
         )
 
     def messages(self, contact_id: int | None = None, after: int = 0) -> list[StoredMessage]:

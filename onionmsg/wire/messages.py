@@ -81,14 +81,18 @@ class Message:
 
 
 M = TypeVar("M", bound=type[Message])
-_REGISTRY: dict[int, type[Message]] = {}
+# Two namespaces: what travels on a link, and what travels inside a ratchet envelope.
+# A content type can never be accepted as a link message, nor the other way round.
+_LINK: dict[int, type[Message]] = {}
+_CONTENT: dict[int, type[Message]] = {}
 
 
-def message(type_id: int) -> Callable[[M], M]:
-    """Register a frozen dataclass as the message with this type id."""
+def message(type_id: int, *, content: bool = False) -> Callable[[M], M]:
+    """Register a frozen dataclass as the link (or envelope content) message of this id."""
+    registry = _CONTENT if content else _LINK
 
     def register(cls: M) -> M:
-        if type_id in _REGISTRY:
+        if type_id in registry:
             raise ValueError(f"message type {type_id} registered twice")
         hints = typing.get_type_hints(cls, include_extras=True)
         rules: list[tuple[str, FieldRule]] = []
@@ -100,7 +104,7 @@ def message(type_id: int) -> Callable[[M], M]:
             rules.append((field.name, rule))
         cls.TYPE_ID = type_id
         cls.RULES = tuple(rules)
-        _REGISTRY[type_id] = cls
+        registry[type_id] = cls
         return cls
 
     return register
@@ -122,7 +126,16 @@ def _no_extensions(code: int, data: bytes) -> Any:
 
 
 def decode(data: bytes) -> Message:
-    """Bytes from a peer to a validated message, or ProtocolError."""
+    """Bytes from a link to a validated link message, or ProtocolError."""
+    return _decode(data, _LINK)
+
+
+def decode_content(data: bytes) -> Message:
+    """A decrypted envelope's plaintext to a validated content message, or ProtocolError."""
+    return _decode(data, _CONTENT)
+
+
+def _decode(data: bytes, registry: dict[int, type[Message]]) -> Message:
     if len(data) > MAX_MESSAGE_SIZE:
         raise ProtocolError("message larger than the protocol allows")
     try:
@@ -139,7 +152,7 @@ def decode(data: bytes) -> Message:
         raise ProtocolError(f"undecodable message ({type(exc).__name__})") from None
     if not isinstance(obj, list) or not obj or type(obj[0]) is not int:
         raise ProtocolError("a message is an array that starts with its type id")
-    cls = _REGISTRY.get(obj[0])
+    cls = registry.get(obj[0])
     if cls is None:
         raise ProtocolError(f"unknown message type {obj[0]}")
     values = obj[1:]
@@ -158,19 +171,39 @@ def decode(data: bytes) -> Message:
 MessageId = Annotated[bytes, Bytes(exact=MESSAGE_ID_SIZE)]
 
 
+MAX_CIPHERTEXT = MAX_MESSAGE_SIZE - 256  # room for the envelope's other fields
+
+
 @message(1)
 @dataclass(frozen=True)
-class ChatMessage(Message):
-    """A text message. ``sent_at`` is the sender's clock in milliseconds since 1970."""
+class Envelope(Message):
+    """A Double Ratchet message (docs/protocol.md, "Envelopes"): header and ciphertext."""
 
     message_id: MessageId
-    sent_at: Annotated[int, UInt()]
-    text: Annotated[str, Text()]
+    ratchet_public: Annotated[bytes, Bytes(exact=32)]
+    previous_chain_length: Annotated[int, UInt(2**32 - 1)]
+    chain_length: Annotated[int, UInt(2**32 - 1)]
+    ciphertext: Annotated[bytes, Bytes(maximum=MAX_CIPHERTEXT)]
 
 
 @message(2)
 @dataclass(frozen=True)
 class Ack(Message):
-    """The receiver has durably stored the message with this id."""
+    """The receiver has durably stored the envelope with this id."""
 
     message_id: MessageId
+
+
+@message(1, content=True)
+@dataclass(frozen=True)
+class TextContent(Message):
+    """A text message. ``sent_at`` is the sender's clock in milliseconds since 1970."""
+
+    sent_at: Annotated[int, UInt()]
+    text: Annotated[str, Text()]
+
+
+@message(2, content=True)
+@dataclass(frozen=True)
+class SessionStart(Message):
+    """Opens the ratchet session (sent by the initiator when it adds the contact)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlcipher3.dbapi2 import IntegrityError
 
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import AddressError
@@ -47,7 +48,15 @@ def test_file_is_private_and_reveals_no_plaintext(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = Store.create(path, KEY, Identity(bytes(32)))
     contact = store.add_contact(OTHER.onion_address, "canary-name-XYZZY", None, 1)
-    store.add_outgoing(contact.id, b"\x01" * 16, "canary-text-PLUGH", 2)
+    store.queue_outgoing(
+        contact.id,
+        b"\x01" * 16,
+        text="canary-text-PLUGH",
+        content=b"canary-content-PLUGH",
+        envelope=None,
+        ratchet_state='{"canary": "PLUGH"}',
+        now_ms=2,
+    )
     store.close()
     assert path.stat().st_mode & 0o777 == 0o600
     for file in tmp_path.iterdir():
@@ -75,23 +84,64 @@ def test_contacts(store: Store) -> None:
         store.add_contact(third.onion_address, "  ", None, 1)
 
 
-def test_outgoing_status_only_moves_forward(store: Store) -> None:
+def test_outgoing_status_only_moves_forward_and_ack_empties_the_outbox(store: Store) -> None:
     contact = store.add_contact(OTHER.onion_address, None, None, 1)
-    message = store.add_outgoing(contact.id, b"\x02" * 16, "hi", 10)
-    assert store.outbox(contact.id) == [message]
-    sent = store.set_status(contact.id, message.message_id, Status.SENT)
+    message = store.queue_outgoing(
+        contact.id,
+        b"\x02" * 16,
+        text="hi",
+        content=None,
+        envelope=b"sealed",
+        ratchet_state="{}",
+        now_ms=10,
+    )
+    assert message is not None and message.status is Status.QUEUED
+    assert [e.envelope for e in store.outbox(contact.id)] == [b"sealed"]
+    assert store.ratchet_state(contact.id) == "{}"
+    sent = store.mark_sent(contact.id, message.message_id)
     assert sent is not None and sent.status is Status.SENT
-    delivered = store.set_status(contact.id, message.message_id, Status.DELIVERED)
+    delivered = store.acknowledge(contact.id, message.message_id)
     assert delivered is not None and delivered.status is Status.DELIVERED
-    assert store.set_status(contact.id, message.message_id, Status.SENT) is None
+    assert store.mark_sent(contact.id, message.message_id) is None  # never backwards
+    assert store.acknowledge(contact.id, message.message_id) is None
     assert store.outbox(contact.id) == []
 
 
-def test_incoming_is_deduplicated_by_id(store: Store) -> None:
+def test_waiting_content_is_sealed_later_in_one_step(store: Store) -> None:
     contact = store.add_contact(OTHER.onion_address, None, None, 1)
-    first = store.add_incoming(contact.id, b"\x03" * 16, "hello", 1, 2)
+    for i in range(3):
+        store.queue_outgoing(
+            contact.id,
+            bytes([i]) * 16,
+            text=f"t{i}",
+            content=f"c{i}".encode(),
+            envelope=None,
+            ratchet_state=None,
+            now_ms=i,
+        )
+    assert store.ratchet_state(contact.id) is None
+    waiting = store.outbox(contact.id)
+    store.seal_outbox(contact.id, [(e.id, b"env" + e.message_id) for e in waiting], "state")
+    sealed = store.outbox(contact.id)
+    assert [e.envelope for e in sealed] == [b"env" + bytes([i]) * 16 for i in range(3)]
+    assert all(e.content is None for e in sealed)
+    assert store.ratchet_state(contact.id) == "state"
+
+
+def test_incoming_is_recorded_for_dedup(store: Store) -> None:
+    contact = store.add_contact(OTHER.onion_address, None, None, 1)
+    assert not store.was_received(contact.id, b"\x03" * 16)
+    first = store.store_incoming(
+        contact.id, b"\x03" * 16, text="hello", sent_at=1, ratchet_state="s1", now_ms=2
+    )
     assert first is not None
-    assert store.add_incoming(contact.id, b"\x03" * 16, "hello", 1, 3) is None
+    assert store.was_received(contact.id, b"\x03" * 16)
+    assert store.ratchet_state(contact.id) == "s1"
+    with pytest.raises(IntegrityError):  # the id can't be stored twice
+        store.store_incoming(
+            contact.id, b"\x03" * 16, text="hello", sent_at=1, ratchet_state="s2", now_ms=3
+        )
+    assert store.ratchet_state(contact.id) == "s1"  # the failed transaction left nothing
     assert [m.text for m in store.messages()] == ["hello"]
 
 
