@@ -242,3 +242,50 @@ def test_fifty_messages_to_an_offline_contact_survive_a_sender_restart(
         60,
         "all acknowledged",
     )
+
+
+def test_passwd_rekeys_in_place(tmp_path: Path) -> None:
+    user = User("carol", tmp_path / "carol")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_text("first passphrase\n")
+    new.write_text("second passphrase\n")
+    address = user.init("--passphrase-file", str(old))
+    before = (user.home / "store.key.json").read_bytes()
+    result = user.cli("passwd", "--passphrase-file", str(old), "--new-passphrase-file", str(new))
+    assert "passphrase changed" in result.stderr
+    assert (user.home / "store.key.json").read_bytes() != before  # a new salt
+    assert not (user.home / "store.key.json.new").exists()
+    wrong = user.cli("address", "--passphrase-file", str(old), check=False)
+    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
+    assert user.cli("address", "--passphrase-file", str(new)).stdout.strip() == address
+    # Refused while a daemon holds the store.
+    user.env["ONIONMSG_PASSPHRASE_FILE"] = str(new)
+    user.start_daemon("--transport", "tcp")
+    try:
+        busy = user.cli(
+            "passwd", "--passphrase-file", str(new), "--new-passphrase-file", str(old), check=False
+        )
+        assert busy.returncode == 1 and "daemon is already running" in busy.stderr
+    finally:
+        user.stop_daemon()
+    assert user.cli("address", "--passphrase-file", str(new)).stdout.strip() == address
+
+
+def test_interrupted_passwd_is_finished_on_next_open(tmp_path: Path) -> None:
+    """A crash between re-keying and swapping the key files loses nothing."""
+    from onionmsg.store.db import Store
+    from onionmsg.store.keys import KeyParams
+
+    user = User("dave", tmp_path / "dave")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_text("first passphrase\n")
+    new.write_text("second passphrase\n")
+    address = user.init("--passphrase-file", str(old))
+    params = KeyParams.load(user.home / "store.key.json")
+    store = Store.open_with_passphrase(user.home / "store.db", params, b"first passphrase")
+    pending = KeyParams.new(passphrase=True)
+    pending.save(user.home / "store.key.json.new")
+    store.rekey(pending.derive(b"second passphrase"))
+    store.close()  # ... and the process dies here, before the swap
+    assert user.cli("address", "--passphrase-file", str(new)).stdout.strip() == address
+    assert not (user.home / "store.key.json.new").exists()

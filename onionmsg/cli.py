@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from onionmsg import __version__
-from onionmsg.config import PASSPHRASE_FILE_ENV, Home, HomeError, default_home
+from onionmsg.config import (
+    PASSPHRASE_FILE_ENV,
+    Home,
+    HomeError,
+    default_home,
+    fsync_directory,
+)
 from onionmsg.control.client import ControlClient, DaemonNotRunning
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
-from onionmsg.store.db import Store
+from onionmsg.store.db import Store, WrongPassphraseError
 from onionmsg.store.keys import KeyParams
 
 
@@ -63,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
 
     address = commands.add_parser("address", help="print your onion address")
     passphrase_options(address, allow_none=False)
+
+    passwd = commands.add_parser("passwd", help="change the passphrase (re-keys the store)")
+    passphrase_options(passwd, allow_none=False)
+    new = passwd.add_mutually_exclusive_group()
+    new.add_argument(
+        "--new-passphrase-file",
+        type=Path,
+        metavar="F",
+        help="read the new passphrase from this file's first line",
+    )
+    new.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="remove the passphrase (anyone with the disk can then read everything)",
+    )
 
     daemon = commands.add_parser("daemon", help="run your node")
     daemon.add_argument(
@@ -139,21 +160,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
-    path = args.passphrase_file or (
-        Path(os.environ[PASSPHRASE_FILE_ENV]) if os.environ.get(PASSPHRASE_FILE_ENV) else None
-    )
+def _read_passphrase(
+    args: argparse.Namespace, *, confirm: bool, prompt: str = "Passphrase"
+) -> bytes:
+    path = args.passphrase_file
+    if path is None and prompt == "Passphrase" and os.environ.get(PASSPHRASE_FILE_ENV):
+        path = Path(os.environ[PASSPHRASE_FILE_ENV])
     if path is not None:
         try:
-            data = path.read_bytes()
+            data: bytes = path.read_bytes()
         except OSError as error:
             raise PassphraseError(
                 f"cannot read the passphrase file {path}: {error.strerror}"
             ) from None
         passphrase = data.split(b"\n", 1)[0].rstrip(b"\r")
     elif sys.stdin.isatty():
-        passphrase = getpass.getpass("Passphrase: ").encode("utf-8")
-        if confirm and getpass.getpass("Passphrase again: ").encode("utf-8") != passphrase:
+        passphrase = getpass.getpass(f"{prompt}: ").encode("utf-8")
+        if confirm and getpass.getpass(f"{prompt} again: ").encode("utf-8") != passphrase:
             raise PassphraseError("the two passphrases differ")
     else:
         raise PassphraseError(
@@ -168,8 +191,48 @@ def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
 def _open_store(home: Home, args: argparse.Namespace) -> Store:
     home.check_private()
     params = KeyParams.load(home.keyfile_path)
-    passphrase = _read_passphrase(args, confirm=False) if params.passphrase else None
-    return Store.open_with_passphrase(home.store_path, params, passphrase)
+    pending = (
+        KeyParams.load(home.pending_keyfile_path) if home.pending_keyfile_path.exists() else None
+    )
+    needs_passphrase = params.passphrase or (pending is not None and pending.passphrase)
+    passphrase = _read_passphrase(args, confirm=False) if needs_passphrase else None
+    try:
+        return Store.open_with_passphrase(home.store_path, params, passphrase)
+    except WrongPassphraseError:
+        if pending is None:
+            raise
+    # A 'passwd' was interrupted after re-keying the store: the new parameters apply.
+    store = Store.open_with_passphrase(home.store_path, pending, passphrase)
+    os.replace(home.pending_keyfile_path, home.keyfile_path)
+    fsync_directory(home.root)
+    return store
+
+
+def cmd_passwd(home: Home, args: argparse.Namespace) -> int:
+    lock = home.lock()  # no daemon may hold the store open while it is re-keyed
+    try:
+        store = _open_store(home, args)
+        try:
+            if args.no_passphrase:
+                new_passphrase = None
+            else:
+                new_args = argparse.Namespace(passphrase_file=args.new_passphrase_file)
+                new_passphrase = _read_passphrase(new_args, confirm=True, prompt="New passphrase")
+            params = KeyParams.new(passphrase=new_passphrase is not None)
+            new_key = params.derive(new_passphrase)
+            # Crash-safe order: new parameters beside the old, re-key, then swap them in.
+            params.save(home.pending_keyfile_path)
+            store.rekey(new_key)
+        finally:
+            store.close()
+        os.replace(home.pending_keyfile_path, home.keyfile_path)
+        fsync_directory(home.root)
+    finally:
+        os.close(lock)
+    if new_passphrase is None:
+        print(_UNPROTECTED, file=sys.stderr)
+    print("passphrase changed", file=sys.stderr)
+    return 0
 
 
 def cmd_init(home: Home, args: argparse.Namespace) -> int:
@@ -353,6 +416,7 @@ COMMANDS = {
     "init": cmd_init,
     "address": cmd_address,
     "daemon": cmd_daemon,
+    "passwd": cmd_passwd,
     "status": cmd_status,
     "contacts": cmd_contacts,
     "send": cmd_send,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -58,6 +59,21 @@ class Home:
     def tor_dir(self) -> Path:
         return self.root / "tor"
 
+    @property
+    def pending_keyfile_path(self) -> Path:
+        """The new key parameters while ``passwd`` re-keys the store."""
+        return self.root / "store.key.json.new"
+
+    def lock(self) -> int:
+        """Take the home's exclusive lock (held by a running daemon, or by ``passwd``)."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HomeError(f"a daemon is already running for {self.root}") from None
+        return fd
+
     def exists(self) -> bool:
         return self.keyfile_path.exists()
 
@@ -85,6 +101,14 @@ class Home:
         return path
 
 
+def fsync_directory(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_private_file(path: Path, data: bytes) -> None:
     """Write a file atomically with mode 0600: temp file, fsync, rename, fsync directory."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -98,8 +122,4 @@ def write_private_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from onionmsg.config import Home, HomeError
+from onionmsg.config import Home
 from onionmsg.control.api import control_factory
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
@@ -59,17 +58,6 @@ def start_logging(stream: IO[str], verbose: bool) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def _lock(home: Home) -> int:
-    """Hold an exclusive lock on the home for the daemon's lifetime."""
-    fd = os.open(home.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise HomeError(f"a daemon is already running for {home.root}") from None
-    return fd
-
-
 def make_transport(
     reactor: Any, home: Home, identity: Identity, options: DaemonOptions
 ) -> Transport:
@@ -101,7 +89,7 @@ def _report_tor_status(status: TorStatus) -> None:
 
 async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOptions) -> None:
     """Run until SIGINT/SIGTERM; raises OnionmsgError for a clear start-up failure."""
-    lock_fd = _lock(home)
+    lock_fd = home.lock()
     socket_path = home.socket_path_for_bind()
     node = Node(
         store,
