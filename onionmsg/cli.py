@@ -34,6 +34,20 @@ class PassphraseError(OnionmsgError):
     """No passphrase could be read."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'off' -> 0; '90', '90s', '10m', '12h', '7d', '2w' -> seconds."""
+    value = text.strip().lower()
+    if value in ("off", "0", "never"):
+        return 0
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a duration like 30s, 10m, 7d")
+    return int(number) * _UNITS[unit]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onionmsg",
@@ -138,6 +152,16 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("contact", metavar="CONTACT", help="a contact's name or address")
     verify.add_argument(
         "--yes", action="store_true", help="the numbers match: mark verified without asking"
+    )
+    expire = contact_commands.add_parser(
+        "expire", help="delete messages with a contact, on both sides, some time after storing"
+    )
+    expire.add_argument("contact", metavar="CONTACT", help="a contact's name or address")
+    expire.add_argument(
+        "duration",
+        metavar="DURATION",
+        type=parse_duration,
+        help="e.g. 30s, 10m, 12h, 7d, or 'off'",
     )
     listing = contact_commands.add_parser("list", help="list contacts")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -336,6 +360,11 @@ def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
             return 0
         if args.contacts_command == "verify":
             return _verify(client, args)
+        if args.contacts_command == "expire":
+            contact = client.call("contacts.expire", contact=args.contact, seconds=args.duration)
+            when = f"{args.duration} s after they are stored" if args.duration else "never"
+            print(f"messages with {contact['name']} sent from now on expire: {when}")
+            return 0
         for contact in client.call("contacts.list"):
             if args.json:
                 _print_json(contact)

@@ -18,6 +18,7 @@ import nacl.utils
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +41,7 @@ from onionmsg.transport.base import Transport
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
 from onionmsg.wire.messages import (
+    MAX_EXPIRY_SECONDS,
     MAX_TEXT_BYTES,
     MESSAGE_ID_SIZE,
     Ack,
@@ -52,6 +54,7 @@ from onionmsg.wire.messages import (
 )
 
 log = Logger()
+SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -94,6 +97,7 @@ class Node:
         self._subscribers: list[Subscriber] = []
         self._listening = ""
         self._running = False
+        self._sweeper: LoopingCall | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -102,12 +106,17 @@ class Node:
         factory.noisy = False
         self._listening = await self._transport.listen(factory)
         self._running = True
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self._clock
+        self._sweeper.start(SWEEP_INTERVAL, now=True)
         for contact in self._store.contacts():
             self._add_peer(contact).connector.start()
         return self._listening
 
     async def stop(self) -> None:
         self._running = False
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
         for peer in self._peers.values():
             peer.connector.stop()
             if peer.link is not None:
@@ -142,6 +151,21 @@ class Node:
             peer.connector.start()
         return self._contact_snapshot(peer)
 
+    def set_expiry(self, contact_ref: str, seconds: int) -> Snapshot:
+        """Messages to and from this contact sent from now on are deleted by both sides
+        ``seconds`` after they are stored (0: kept)."""
+        if not 0 <= seconds <= MAX_EXPIRY_SECONDS:
+            raise SendError("an expiry is between 0 (off) and ten years")
+        contact = self._find(contact_ref)
+        self._store.set_expiry(contact.id, seconds)
+        peer = self._peers[contact.address]
+        peer.contact = self._store.contact_by_id(contact.id)
+        return self._contact_snapshot(peer)
+
+    def _sweep(self) -> None:
+        for stored in self._store.delete_expired(self._now_ms()):
+            self._notify({"event": "deleted", "seq": stored.id, "id": stored.message_id.hex()})
+
     def verify_contact(self, contact_ref: str, confirm: bool) -> Snapshot:
         """The safety number of us and this contact; ``confirm`` marks the contact verified."""
         contact = self._find(contact_ref)
@@ -162,7 +186,8 @@ class Node:
             raise SendError(f"a message has at most {MAX_TEXT_BYTES} bytes of text")
         contact = self._find(contact_ref)
         peer = self._peers[contact.address]
-        stored = self._queue(peer, TextContent(self._now_ms(), text), text=text)
+        expire = contact.expire_seconds
+        stored = self._queue(peer, TextContent(self._now_ms(), text, expire), text=text)
         assert stored is not None
         snapshot = self._message_snapshot(stored)
         if peer.link is None:
@@ -179,9 +204,11 @@ class Node:
         # sent at once: one durable commit instead of two. (A crash in between only means
         # it is sent on the next link, as every unacknowledged message is.)
         ready = sealing.envelope is not None and peer.link is not None
+        expire = content.expire_seconds if isinstance(content, TextContent) else 0
         stored = self._store.queue_outgoing(
             contact.id,
             message_id,
+            expires_at=self._now_ms() + expire * 1000 if expire else None,
             text=text,
             content=sealing.content,
             envelope=sealing.envelope,
@@ -331,13 +358,16 @@ class Node:
             return
         text = content.text if isinstance(content, TextContent) else None
         sent_at = content.sent_at if isinstance(content, TextContent) else 0
+        expire = content.expire_seconds if isinstance(content, TextContent) else 0
+        now = self._now_ms()
         stored = self._store.store_incoming(
             contact.id,
             envelope.message_id,
+            expires_at=now + expire * 1000 if expire else None,
             text=text,
             sent_at=sent_at,
             ratchet_state=ratchet.to_json(),
-            now_ms=self._now_ms(),
+            now_ms=now,
         )
         # Acknowledge only after the commit.
         protocol.send(Ack(envelope.message_id))
@@ -381,6 +411,7 @@ class Node:
             "address": contact.address,
             "online": peer.link is not None,
             "verified": contact.verified,
+            "expire_seconds": contact.expire_seconds,
             "connection": peer.connector.state,
             "tcp": contact.tcp_endpoint,
         }
@@ -398,6 +429,7 @@ class Node:
             "time": _iso(stored.sent_at),
             "stored": _iso(stored.stored_at),
             "status": stored.status.value,
+            "expires": _iso(stored.expires_at) if stored.expires_at is not None else None,
         }
 
     def _notify(self, snapshot: Snapshot) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,9 +176,7 @@ def test_lost_ack_means_redelivery_but_no_duplicate(world: World) -> None:
 
 
 @pytest.mark.parametrize(("alice_seed", "bob_seed"), [(1, 2), (2, 1)])
-def test_messages_wait_for_an_offline_contact(
-    world: World, alice_seed: int, bob_seed: int
-) -> None:
+def test_messages_wait_for_an_offline_contact(world: World, alice_seed: int, bob_seed: int) -> None:
     # Run once with alice as the pair's ratchet initiator and once as the responder, whose
     # messages must wait for bob's SessionStart before they can be encrypted.
     alice = world.node("alice", alice_seed)
@@ -211,3 +210,34 @@ def test_strangers_get_a_closed_link_and_nothing_stored(world: World) -> None:
     assert alice.messages() == []
     assert texts(mallory, "out") in ([("let me in", "queued")], [("let me in", "sent")])
     assert mallory.contacts()[0]["online"] is False
+
+
+def test_expiring_messages_are_deleted_on_both_sides(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    alice.send("bob", "kept")
+    alice.set_expiry("bob", 60)
+    alice.send("bob", "gone in a minute")
+    world.settle(2)
+    assert [t for t, _ in texts(bob, "in")] == ["kept", "gone in a minute"]
+    assert bob.messages()[-1]["expires"] is not None
+    world.settle(30)
+    assert len(bob.messages()) == 2
+    world.settle(40)
+    assert [t for t, _ in texts(bob, "in")] == ["kept"]
+    assert [t for t, _ in texts(alice, "out")] == ["kept"]
+    deleted = [e for e in world.events["bob"] if e.get("event") == "deleted"]
+    assert len(deleted) == 1
+
+
+def test_durations() -> None:
+    from onionmsg.cli import parse_duration
+
+    assert parse_duration("off") == 0
+    assert parse_duration("90") == 90
+    assert parse_duration("10m") == 600
+    assert parse_duration("7d") == 7 * 86400
+    with pytest.raises(argparse.ArgumentTypeError, match="duration"):
+        parse_duration("soon")

@@ -55,6 +55,10 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         return node.add_contact(
             address, _text(params, "name", optional=True), _text(params, "tcp", optional=True)
         )
+    if method == "contacts.expire":
+        contact = _text(params, "contact")
+        assert contact is not None
+        return node.set_expiry(contact, _int(params, "seconds", 0))
     if method == "contacts.verify":
         contact = _text(params, "contact")
         assert contact is not None

@@ -34,7 +34,8 @@ CREATE TABLE contacts (
     name TEXT UNIQUE,
     tcp_endpoint TEXT,
     added_at INTEGER NOT NULL,
-    verified INTEGER NOT NULL DEFAULT 0
+    verified INTEGER NOT NULL DEFAULT 0,
+    expire_seconds INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
@@ -45,9 +46,11 @@ CREATE TABLE messages (
     sent_at INTEGER NOT NULL,
     stored_at INTEGER NOT NULL,
     status TEXT NOT NULL,
+    expires_at INTEGER,
     UNIQUE (contact_id, direction, message_id)
 );
 CREATE INDEX messages_by_contact ON messages (contact_id, id);
+CREATE INDEX messages_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
     contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
@@ -96,6 +99,7 @@ class Contact:
     tcp_endpoint: str | None
     added_at: int
     verified: bool = False
+    expire_seconds: int = 0  # 0: keep messages; else delete them this long after storing
 
     @property
     def display_name(self) -> str:
@@ -112,6 +116,7 @@ class StoredMessage:
     sent_at: int
     stored_at: int
     status: Status
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -284,11 +289,26 @@ class Store:
 
     def _contacts_where(self, where: str, args: tuple[Any, ...]) -> list[Contact]:
         rows = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at, verified FROM contacts"  # noqa: S608 - fixed clauses only
+            "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds"  # noqa: S608 - fixed clauses only
+            " FROM contacts"
             f" WHERE {where} ORDER BY id",
             args,
         )
-        return [Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows]
+        return [
+            Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows
+        ]
+
+    def set_expiry(self, contact_id: int, seconds: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE contacts SET expire_seconds = ? WHERE id = ?", (seconds, contact_id))
+
+    def delete_expired(self, now_ms: int) -> list[StoredMessage]:
+        """Delete (securely: secure_delete is on) every message whose time has come."""
+        expired = self._messages_where("expires_at <= ?", (now_ms,))
+        if expired:
+            with self._transaction() as db:
+                db.execute("DELETE FROM messages WHERE expires_at <= ?", (now_ms,))
+        return expired
 
     def set_verified(self, contact_id: int, verified: bool) -> None:
         with self._transaction() as db:
@@ -321,6 +341,7 @@ class Store:
         ratchet_state: str | None,
         now_ms: int,
         status: Status = Status.QUEUED,
+        expires_at: int | None = None,
     ) -> StoredMessage | None:
         """One transaction: the outbox entry, the ratchet step, and (for a text) the history row.
 
@@ -339,11 +360,13 @@ class Store:
                 return None
             cursor = db.execute(
                 "INSERT INTO messages (message_id, contact_id, direction, text, sent_at,"
-                " stored_at, status) VALUES (?, ?, 'out', ?, ?, ?, ?)",
-                (message_id, contact_id, text, now_ms, now_ms, status.value),
+                " stored_at, status, expires_at) VALUES (?, ?, 'out', ?, ?, ?, ?, ?)",
+                (message_id, contact_id, text, now_ms, now_ms, status.value, expires_at),
             )
             row_id = cursor.lastrowid
-        return StoredMessage(row_id, message_id, contact_id, "out", text, now_ms, now_ms, status)
+        return StoredMessage(
+            row_id, message_id, contact_id, "out", text, now_ms, now_ms, status, expires_at
+        )
 
     def outbox(self, contact_id: int) -> list[OutboxEntry]:
         """Entries not yet acknowledged, in the order they were queued."""
@@ -382,6 +405,7 @@ class Store:
         sent_at: int,
         ratchet_state: str,
         now_ms: int,
+        expires_at: int | None = None,
     ) -> StoredMessage | None:
         """One durable transaction: the ratchet step, the id (for dedup), the text if any.
 
@@ -397,12 +421,20 @@ class Store:
                 return None
             cursor = db.execute(
                 "INSERT INTO messages (message_id, contact_id, direction, text,"
-                " sent_at, stored_at, status) VALUES (?, ?, 'in', ?, ?, ?, ?)",
-                (message_id, contact_id, text, sent_at, now_ms, Status.RECEIVED.value),
+                " sent_at, stored_at, status, expires_at) VALUES (?, ?, 'in', ?, ?, ?, ?, ?)",
+                (message_id, contact_id, text, sent_at, now_ms, Status.RECEIVED.value, expires_at),
             )
             row_id = cursor.lastrowid
         return StoredMessage(
-            row_id, message_id, contact_id, "in", text, sent_at, now_ms, Status.RECEIVED
+            row_id,
+            message_id,
+            contact_id,
+            "in",
+            text,
+            sent_at,
+            now_ms,
+            Status.RECEIVED,
+            expires_at,
         )
 
     def mark_sent(self, contact_id: int, message_id: bytes) -> StoredMessage | None:
@@ -443,12 +475,15 @@ class Store:
 
     def _messages_where(self, where: str, args: tuple[Any, ...]) -> list[StoredMessage]:
         rows = self._db.execute(
-            "SELECT id, message_id, contact_id, direction, text, sent_at, stored_at, status"  # noqa: S608 - fixed clauses only
+            "SELECT id, message_id, contact_id, direction, text, sent_at, stored_at, status,"  # noqa: S608 - fixed clauses only
+            " expires_at"
             f" FROM messages WHERE {where} ORDER BY id",
             args,
         )
         return [
-            StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], row[6], Status(row[7]))
+            StoredMessage(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], Status(row[7]), row[8]
+            )
             for row in rows
         ]
 

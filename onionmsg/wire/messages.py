@@ -171,6 +171,7 @@ def _decode(data: bytes, registry: dict[int, type[Message]]) -> Message:
 MessageId = Annotated[bytes, Bytes(exact=MESSAGE_ID_SIZE)]
 
 
+MAX_EXPIRY_SECONDS = 10 * 365 * 24 * 3600
 MAX_CIPHERTEXT = MAX_MESSAGE_SIZE - 256  # room for the envelope's other fields
 
 
@@ -201,6 +202,8 @@ class TextContent(Message):
 
     sent_at: Annotated[int, UInt()]
     text: Annotated[str, Text()]
+    # Both sides delete the message this long after storing it; 0 keeps it.
+    expire_seconds: Annotated[int, UInt(MAX_EXPIRY_SECONDS)] = 0
 
 
 @message(2, content=True)
