@@ -26,6 +26,7 @@ from onionmsg.crypto.identity import Identity, parse_onion_address
 from onionmsg.crypto.ratchet import Ratchet
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
+from onionmsg.delivery.retry import RetryTimer
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.session.connector import Connector
 from onionmsg.session.link import (
@@ -72,6 +73,7 @@ def _iso(ms: int) -> str:
 class _Peer:
     contact: Contact
     connector: Connector
+    retry: RetryTimer
     link: LinkProtocol | None = None
 
 
@@ -119,6 +121,7 @@ class Node:
             self._sweeper.stop()
         for peer in self._peers.values():
             peer.connector.stop()
+            peer.retry.cancel()
             if peer.link is not None:
                 peer.link.close("node stopping")
         await self._transport.stop()
@@ -221,6 +224,7 @@ class Node:
         if ready:
             assert peer.link is not None and sealing.envelope is not None
             peer.link.send(decode(sealing.envelope))
+            peer.retry.arm()
         return stored
 
     def _ratchet(self, contact: Contact) -> Ratchet | None:
@@ -238,9 +242,22 @@ class Node:
     # -- links -------------------------------------------------------------------------------
 
     def _add_peer(self, contact: Contact) -> _Peer:
-        peer = _Peer(contact, Connector(self._clock, lambda: self._dial(contact), self._rng))
+        connector = Connector(self._clock, lambda: self._dial(contact), self._rng)
+        retry = RetryTimer(self._clock, lambda: self._resend(contact.address), self._rng)
+        peer = _Peer(contact, connector, retry)
         self._peers[contact.address] = peer
         return peer
+
+    def _resend(self, address: str) -> bool:
+        """Send every unacknowledged envelope again on the live link; anything left?"""
+        peer = self._peers.get(address)
+        if peer is None or peer.link is None:
+            return False
+        sealed = [e for e in self._store.outbox(peer.contact.id) if e.envelope is not None]
+        for entry in sealed:
+            assert entry.envelope is not None
+            peer.link.send(decode(entry.envelope))
+        return bool(sealed)
 
     def _inbound_protocol(self) -> LinkProtocol:
         return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
@@ -311,6 +328,7 @@ class Node:
             return
         if peer.link is protocol:
             peer.link = None
+            peer.retry.cancel()
             if self._running:
                 peer.connector.link_lost()
             self._notify({"event": "contact", **self._contact_snapshot(peer)})
@@ -323,6 +341,7 @@ class Node:
             return  # waits for the contact's SessionStart
         assert peer.link is not None
         peer.link.send(decode(entry.envelope))
+        peer.retry.arm()
         updated = self._store.mark_sent(peer.contact.id, entry.message_id)
         if updated is not None:
             self._notify(self._message_snapshot(updated))

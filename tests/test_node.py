@@ -241,3 +241,28 @@ def test_durations() -> None:
     assert parse_duration("7d") == 7 * 86400
     with pytest.raises(argparse.ArgumentTypeError, match="duration"):
         parse_duration("soon")
+
+
+def test_unacknowledged_envelopes_are_resent_on_a_live_link(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    original = bob._on_envelope
+    dropped: list[bytes] = []
+
+    def drop_once(peer: Any, protocol: Any, envelope: Any) -> None:
+        if not dropped:
+            dropped.append(envelope.message_id)  # as if bob could not open it
+            return
+        original(peer, protocol, envelope)
+
+    bob._on_envelope = drop_once  # type: ignore[method-assign]
+    alice.send("bob", "eventually")
+    world.settle(5)
+    assert dropped and texts(bob, "in") == []
+    assert texts(alice, "out") == [("eventually", "sent")]
+    world.settle(20)  # the first retry falls due after ~15 s, on the same link
+    assert texts(bob, "in") == [("eventually", "received")]
+    assert texts(alice, "out") == [("eventually", "delivered")]
+    assert len([p for p in world.network.pumps if not p.clientIO.disconnected]) == 1
