@@ -96,6 +96,7 @@ class Node:
         self._now_ms = wall_clock_ms
         self.identity: Identity = store.identity()
         self._peers: dict[str, _Peer] = {}
+        self._contacts_by_id: dict[int, Contact] = {}
         self._subscribers: list[Subscriber] = []
         self._listening = ""
         self._running = False
@@ -163,6 +164,7 @@ class Node:
         self._store.set_expiry(contact.id, seconds)
         peer = self._peers[contact.address]
         peer.contact = self._store.contact_by_id(contact.id)
+        self._contacts_by_id[contact.id] = peer.contact
         return self._contact_snapshot(peer)
 
     def _sweep(self) -> None:
@@ -177,6 +179,7 @@ class Node:
             self._store.set_verified(contact.id, True)
             peer = self._peers[contact.address]
             peer.contact = self._store.contact_by_id(contact.id)
+            self._contacts_by_id[contact.id] = peer.contact
         return {"safety_number": number, **self._contact_snapshot(self._peers[contact.address])}
 
     def contacts(self) -> list[Snapshot]:
@@ -246,6 +249,7 @@ class Node:
         retry = RetryTimer(self._clock, lambda: self._resend(contact.address), self._rng)
         peer = _Peer(contact, connector, retry)
         self._peers[contact.address] = peer
+        self._contacts_by_id[contact.id] = contact
         return peer
 
     def _resend(self, address: str) -> bool:
@@ -436,7 +440,7 @@ class Node:
         }
 
     def _message_snapshot(self, stored: StoredMessage) -> Snapshot:
-        contact = self._store.contact_by_id(stored.contact_id)
+        contact = self._contacts_by_id[stored.contact_id]
         return {
             "event": "message",
             "seq": stored.id,

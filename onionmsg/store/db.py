@@ -442,20 +442,30 @@ class Store:
 
     def acknowledge(self, contact_id: int, message_id: bytes) -> StoredMessage | None:
         """The peer stored it: drop it from the outbox and mark it delivered."""
-        with self._transaction(durable=False) as db:
-            # Not fsync'd: if this is lost, the message is sent again and deduplicated.
-            db.execute(
-                "DELETE FROM outbox WHERE contact_id = ? AND message_id = ?",
-                (contact_id, message_id),
-            )
-        return self._advance(contact_id, message_id, Status.DELIVERED, [Status.QUEUED, Status.SENT])
+        return self._advance(
+            contact_id, message_id, Status.DELIVERED, [Status.QUEUED, Status.SENT], unqueue=True
+        )
 
     def _advance(
-        self, contact_id: int, message_id: bytes, status: Status, earlier: list[Status]
+        self,
+        contact_id: int,
+        message_id: bytes,
+        status: Status,
+        earlier: list[Status],
+        *,
+        unqueue: bool = False,
     ) -> StoredMessage | None:
-        """Move an outgoing message's status forward (never back); the updated row or None."""
+        """Move an outgoing message's status forward (never back); the updated row or None.
+
+        Not fsync'd: if a power loss undoes it, the message is sent again and deduplicated.
+        """
         placeholders = ",".join("?" * len(earlier))
         with self._transaction(durable=False) as db:
+            if unqueue:
+                db.execute(
+                    "DELETE FROM outbox WHERE contact_id = ? AND message_id = ?",
+                    (contact_id, message_id),
+                )
             cursor = db.execute(
                 "UPDATE messages SET status = ? WHERE contact_id = ? AND direction = 'out'"  # noqa: S608
                 f" AND message_id = ? AND status IN ({placeholders})",
