@@ -83,17 +83,21 @@ class CellScheduler:
     def __init__(
         self,
         clock: IReactorTime,
-        rng: random.Random,
         profile: Profile,
         send: Callable[[Departure], None],
         connected: Callable[[], Sequence[str]],
+        *,
+        timing_rng: random.Random | None = None,
+        choice_rng: random.Random | None = None,
     ) -> None:
+        """The RNGs default to the operating system's CSPRNG (an observer must not be able
+        to predict the schedule from past departures, as it could with Mersenne Twister);
+        tests pass seeded ones. They are two streams so that the departure times never
+        depend on anything else drawn (such as which contact gets a drop cell, drawn only
+        when idle): idle and busy schedules are then the very same sequence of times."""
         self._clock = clock
-        # Separate streams: the times of departures must not depend on anything else the
-        # RNG is used for (such as which contact gets a drop cell, which happens only when
-        # idle), so that idle and busy schedules are the same sequence of times.
-        self._timing = random.Random(rng.getrandbits(64))
-        self._choice = random.Random(rng.getrandbits(64))
+        self._timing = timing_rng or random.SystemRandom()
+        self._choice = choice_rng or random.SystemRandom()
         self._send = send
         self._connected = connected
         self._profile = profile
