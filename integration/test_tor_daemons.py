@@ -11,6 +11,7 @@ import pytest
 from stem.control import Controller, EventType
 
 from integration.users import User, wait_for
+from onionmsg.control.client import ControlClient
 from onionmsg.testnet import TestNet, TorInstance
 
 
@@ -133,6 +134,8 @@ def test_tor_restart_republishes_and_messages_flow(
     alice, bob = alice_and_bob_on_tor(tor_network, tmp_path, users)
     alice.cli("send", "bob", "before")
     wait_for(lambda: delivered(alice, "before"), 90, "first message delivered")
+    watcher = ControlClient(alice.home / "control.sock", timeout=120)
+    watcher.call("subscribe")
     tor_network.restart_client("client1")  # kill -9 alice's tor and start it again
     wait_for(
         lambda: alice.status()["network"]["state"] != "reachable",
@@ -140,6 +143,15 @@ def test_tor_restart_republishes_and_messages_flow(
         "alice to notice her tor died",
     )
     wait_for(lambda: alice.status()["network"]["reachable"], 120, "alice's onion back")
+    # Subscribers (the UI) saw it happen as events.
+    states = []
+    for event in watcher.events():
+        if event.get("event") == "network":
+            states.append(event["state"])
+            if event["state"] == "reachable":
+                break
+    watcher.close()
+    assert "lost" in states and states[-1] == "reachable"
     alice.cli("send", "bob", "after")
     bob.cli("send", "alice", "after, from bob")
     wait_for(lambda: delivered(alice, "after"), 120, "delivery after tor restart")

@@ -28,7 +28,7 @@ from onionmsg.store.db import Store
 from onionmsg.store.keys import KeyParams
 from onionmsg.transport.base import Transport
 from onionmsg.transport.tcp import TCPTransport
-from onionmsg.transport.tor import TorOptions, TorStatus, TorTransport
+from onionmsg.transport.tor import TorOptions, TorTransport
 
 log = Logger()
 
@@ -70,20 +70,22 @@ def make_transport(
             password_file=options.tor_password_file,
             tor_binary=options.tor_binary,
         )
-        return TorTransport(reactor, identity, tor_options, _report_tor_status)
+        transport = TorTransport(reactor, identity, tor_options)
+        transport.add_status_listener(_report_tor_status)
+        return transport
     raise TransportUnavailable(
         f"the {options.transport} transport is not available in this version: "
         "use --transport tor or tcp"
     )
 
 
-def _report_tor_status(status: TorStatus) -> None:
+def _report_tor_status(status: dict[str, Any]) -> None:
     # The daemon's progress on stderr (`status` and the UI show the same snapshot).
-    line = f"tor: {status.state}, bootstrap {status.bootstrap_percent}%"
-    if status.bootstrap_phase:
-        line += f" ({status.bootstrap_phase})"
-    if status.error:
-        line += f"; {status.error}"
+    line = f"tor: {status['state']}, bootstrap {status['bootstrap_percent']}%"
+    if status["bootstrap_phase"]:
+        line += f" ({status['bootstrap_phase']})"
+    if status["error"]:
+        line += f"; {status['error']}"
     log.info("{line}", line=line)
 
 

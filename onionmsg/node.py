@@ -105,6 +105,9 @@ class Node:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> str:
+        self._transport.add_status_listener(
+            lambda status: self._notify({"event": "network", **status})
+        )
         factory = Factory.forProtocol(self._inbound_protocol)
         factory.noisy = False
         self._listening = await self._transport.listen(factory)

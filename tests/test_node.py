@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +88,9 @@ class MemoryTransport:
 
     def status(self) -> dict[str, Any]:
         return {}
+
+    def add_status_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        pass
 
 
 class World:

@@ -6,6 +6,7 @@ knows which one it runs on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
@@ -30,4 +31,8 @@ class Transport(Protocol):
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot of the transport's state (tor bootstrap, reachability)."""
+        ...
+
+    def add_status_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with a new ``status()`` whenever it changes in a way users see."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -51,6 +52,9 @@ class TCPTransport:
             return None
         host, port = parse_host_port(contact.tcp_endpoint)
         return TCP4ClientEndpoint(self._reactor, host, port, timeout=30)
+
+    def add_status_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """A tcp listener has no progress to report."""
 
     def status(self) -> dict[str, Any]:
         return {"state": "listening" if self._listening is not None else "stopped"}

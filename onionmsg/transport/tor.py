@@ -11,7 +11,8 @@
 * Outgoing links go through tor's SOCKS port with txtorcon's TorClientEndpoint. Every
   contact is a different onion service, and tor never shares a rendezvous circuit
   between two onion services, so streams to two contacts never share a circuit.
-* Bootstrap and publication progress are reported through ``on_status``.
+* Bootstrap and publication progress are reported to status listeners (the daemon's log,
+  the node's subscribers).
 """
 
 from __future__ import annotations
@@ -149,12 +150,11 @@ class TorTransport:
         reactor: Any,
         identity: Identity,
         options: TorOptions,
-        on_status: Callable[[TorStatus], None] | None = None,
     ) -> None:
         self._reactor = reactor
         self._identity = identity
         self._options = options
-        self._on_status = on_status
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._status = TorStatus()
         self._port: IListeningPort | None = None
         self._local_port = 0
@@ -201,6 +201,9 @@ class TorTransport:
 
     def status(self) -> dict[str, Any]:
         return self._status.as_dict()
+
+    def add_status_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
 
     # -- getting a tor -----------------------------------------------------------------------
 
@@ -389,5 +392,6 @@ class TorTransport:
         def news(s: TorStatus) -> tuple[object, ...]:
             return (s.state, s.bootstrap_percent, s.bootstrap_phase, s.error)
 
-        if self._on_status is not None and news(old) != news(new):
-            self._on_status(new)
+        if news(old) != news(new):
+            for listener in list(self._listeners):
+                listener(new.as_dict())
