@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from integration.users import User, wait_for
+from onionmsg.control.client import ControlClient
 
 
 @pytest.fixture
@@ -269,3 +270,29 @@ def test_interrupted_passwd_is_finished_on_next_open(tmp_path: Path) -> None:
     store.close()  # ... and the process dies here, before the swap
     assert user.cli("address", "--passphrase-file", str(new)).stdout.strip() == address
     assert not (user.home / "store.key.json.new").exists()
+
+
+def test_cover_traffic_profile_is_used_shown_and_changed_at_run_time(tmp_path: Path) -> None:
+    alice, bob = User("alice", tmp_path / "alice"), User("bob", tmp_path / "bob")
+    for user in (alice, bob):
+        user.init("--no-passphrase")
+        user.start_daemon("--transport", "tcp", "--cover", "high")
+    try:
+        _befriend(alice, bob)
+        alice.cli("send", "bob", "under cover")
+        wait_for(lambda: any(m["status"] == "delivered" for m in alice.messages()), 30, "delivery")
+        cover = alice.status()["cover"]
+        assert cover["profile"] == "high" and cover["expected_latency_s"] == 0.5
+        assert cover["bytes_per_day"] > 100_000_000
+        wait_for(lambda: alice.status()["cover"]["sent_cells"]["drop"] > 0, 30, "drop cells")
+        with ControlClient(alice.home / "control.sock") as client:
+            assert client.call("cover.set", profile="low")["profile"] == "low"
+            custom = client.call("cover.set", payload_rate=0.5, loop_rate=0.1)
+        assert custom["profile"] == "custom" and custom["payload_rate"] == 0.5
+        assert alice.status()["cover"]["profile"] == "custom"
+        bad = alice.cli("daemon", "--cover", "loud", check=False)
+        assert bad.returncode == 2
+    finally:
+        for user in (alice, bob):
+            if user.daemon is not None:
+                user.stop_daemon()

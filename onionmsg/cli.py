@@ -26,6 +26,7 @@ from onionmsg.config import (
 from onionmsg.control.client import ControlClient, DaemonNotRunning
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
+from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.store.db import Store, WrongPassphraseError
 from onionmsg.store.keys import KeyParams
 
@@ -131,6 +132,21 @@ def _parser() -> argparse.ArgumentParser:
         help="the control port's password, if it uses one",
     )
     daemon.add_argument("--tor-binary", metavar="PATH", help="the tor to launch")
+    daemon.add_argument(
+        "--cover",
+        choices=sorted(PROFILES),
+        default="off",
+        help="cover-traffic profile (default: off, until the loop stream lands)",
+    )
+    daemon.add_argument(
+        "--cover-rate",
+        type=float,
+        metavar="CELLS_PER_S",
+        help="custom payload-stream rate (overrides --cover's)",
+    )
+    daemon.add_argument(
+        "--loop-rate", type=float, metavar="CELLS_PER_S", help="custom loop-stream rate"
+    )
     passphrase_options(daemon, allow_none=False)
 
     status = commands.add_parser("status", help="what the running daemon is doing")
@@ -302,6 +318,21 @@ def cmd_address(home: Home, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cover_profile(name: str, payload_rate: float | None, loop_rate: float | None) -> Profile:
+    profile = PROFILES[name]
+    if payload_rate is None and loop_rate is None:
+        return profile
+    payload = profile.payload_rate if payload_rate is None else payload_rate
+    loop = profile.loop_rate if loop_rate is None else loop_rate
+    if payload < 0 or loop < 0 or payload > 100 or loop > 100:
+        raise UsageError("cover rates are between 0 and 100 cells per second")
+    return Profile("custom", payload, loop)
+
+
+class UsageError(OnionmsgError):
+    """The command line asks for something impossible."""
+
+
 def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
     from twisted.internet import defer, task
 
@@ -315,6 +346,7 @@ def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
         tor_control=args.tor_control,
         tor_password_file=args.tor_password_file,
         tor_binary=args.tor_binary,
+        cover=_cover_profile(args.cover, args.cover_rate, args.loop_rate),
     )
     start_logging(sys.stderr, args.verbose)
     failure: list[OnionmsgError] = []

@@ -23,6 +23,7 @@ from onionmsg.config import Home
 from onionmsg.control.api import control_factory
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
+from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Store
 from onionmsg.store.keys import KeyParams
@@ -45,6 +46,7 @@ class DaemonOptions:
     tor_control: str | None = None
     tor_password_file: Path | None = None
     tor_binary: str | None = None
+    cover: Profile = PROFILES["off"]
 
 
 def start_logging(stream: IO[str], verbose: bool) -> None:
@@ -98,6 +100,7 @@ async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOpti
         make_transport(reactor, home, store.identity(), options),
         reactor,
         passphrase_protected=KeyParams.load(home.keyfile_path).passphrase,
+        cover=options.cover,
     )
     try:
         listening = await node.start()

@@ -28,6 +28,7 @@ from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.retry import RetryTimer
 from onionmsg.errors import OnionmsgError, ProtocolError
+from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
 from onionmsg.session.connector import Connector
 from onionmsg.session.link import (
     Link,
@@ -87,6 +88,8 @@ class Node:
         rng: random.Random | None = None,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         passphrase_protected: bool = True,
+        cover: Profile = PROFILES["off"],
+        cover_rngs: tuple[random.Random, random.Random] | None = None,
     ) -> None:
         self._passphrase_protected = passphrase_protected
         self._store = store
@@ -101,6 +104,15 @@ class Node:
         self._listening = ""
         self._running = False
         self._sweeper: LoopingCall | None = None
+        timing, choice = cover_rngs or (None, None)
+        self._scheduler = CellScheduler(
+            clock,
+            cover,
+            self._depart,
+            lambda: [address for address, p in self._peers.items() if p.link is not None],
+            timing_rng=timing,
+            choice_rng=choice,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +127,7 @@ class Node:
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self._clock
         self._sweeper.start(SWEEP_INTERVAL, now=True)
+        self._scheduler.start()
         for contact in self._store.contacts():
             self._add_peer(contact).connector.start()
         return self._listening
@@ -123,6 +136,7 @@ class Node:
         self._running = False
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
+        self._scheduler.stop()
         for peer in self._peers.values():
             peer.connector.stop()
             peer.retry.cancel()
@@ -141,7 +155,25 @@ class Node:
             "network": self._transport.status(),
             "contacts": len(self._peers),
             "online": sum(1 for p in self._peers.values() if p.link is not None),
+            "cover": self._cover_status(),
         }
+
+    def _cover_status(self) -> Snapshot:
+        profile = self._scheduler.profile
+        return {
+            "profile": profile.name,
+            "payload_rate": profile.payload_rate,
+            "loop_rate": profile.loop_rate,
+            "bytes_per_day": round(profile.bytes_per_day()),
+            "expected_latency_s": profile.expected_latency(),
+            "queued_cells": self._scheduler.queue_length,
+            "oldest_queued_s": round(self._scheduler.oldest_age(), 3),
+            "sent_cells": dict(self._scheduler.sent),
+        }
+
+    def set_cover(self, profile: Profile) -> Snapshot:
+        self._scheduler.set_profile(profile)
+        return self._cover_status()
 
     def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
         public_key = parse_onion_address(address)
@@ -229,9 +261,35 @@ class Node:
             self._notify(self._message_snapshot(stored))
         if ready:
             assert peer.link is not None and sealing.envelope is not None
-            peer.link.send(decode(sealing.envelope))
+            self._send(peer.link, decode(sealing.envelope))
             peer.retry.arm()
         return stored
+
+    def _send(self, protocol: LinkProtocol, message: Message) -> None:
+        """Queue a message on a link; its cells leave when the cell scheduler says so."""
+        cells = protocol.send(message)
+        address = protocol.link.remote_address
+        if cells and address is not None:
+            self._scheduler.queue(address, cells)
+
+    def _depart(self, departure: Departure) -> None:
+        """A slot of the cover-traffic schedule: write the cell it is for."""
+        if departure.kind == "loop":
+            return  # loop cells to our own onion: not implemented yet (issue 5)
+        peer = self._peers.get(departure.contact or "")
+        link = peer.link if peer is not None else None
+        if departure.kind == "real":
+            if link is not None and link.write_next_cell():
+                return
+            # The cell went away with its link; keep the schedule's shape all the same.
+            if self._scheduler.profile.immediate:
+                return
+            others = [p.link for p in self._peers.values() if p.link is not None]
+            if others:
+                self._rng.choice(others).write_drop_cell()
+            return
+        if link is not None:
+            link.write_drop_cell()
 
     def _ratchet(self, contact: Contact) -> Ratchet | None:
         state = self._store.ratchet_state(contact.id)
@@ -263,7 +321,7 @@ class Node:
         sealed = [e for e in self._store.outbox(peer.contact.id) if e.envelope is not None]
         for entry in sealed:
             assert entry.envelope is not None
-            peer.link.send(decode(entry.envelope))
+            self._send(peer.link, decode(entry.envelope))
         return bool(sealed)
 
     def _inbound_protocol(self) -> LinkProtocol:
@@ -336,6 +394,7 @@ class Node:
         if peer.link is protocol:
             peer.link = None
             peer.retry.cancel()
+            self._scheduler.forget(peer.contact.address)
             if self._running:
                 peer.connector.link_lost()
             self._notify({"event": "contact", **self._contact_snapshot(peer)})
@@ -347,7 +406,7 @@ class Node:
         if entry.envelope is None:
             return  # waits for the contact's SessionStart
         assert peer.link is not None
-        peer.link.send(decode(entry.envelope))
+        self._send(peer.link, decode(entry.envelope))
         peer.retry.arm()
         updated = self._store.mark_sent(peer.contact.id, entry.message_id)
         if updated is not None:
@@ -369,7 +428,7 @@ class Node:
     def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
         contact = peer.contact
         if self._store.was_received(contact.id, envelope.message_id):
-            protocol.send(Ack(envelope.message_id))  # a redelivery: our first Ack was lost
+            self._send(protocol, Ack(envelope.message_id))  # a redelivery: our Ack was lost
             return
         ratchet = self._ratchet(contact)
         had_session = ratchet is not None
@@ -396,7 +455,7 @@ class Node:
             now_ms=now,
         )
         # Acknowledge only after the commit.
-        protocol.send(Ack(envelope.message_id))
+        self._send(protocol, Ack(envelope.message_id))
         if stored is not None:
             self._notify(self._message_snapshot(stored))
         if isinstance(content, SessionStart) or not had_session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
 from onionmsg.crypto.identity import Identity
+from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Contact, Store
 
@@ -100,7 +102,7 @@ class World:
         self.network = MemoryNetwork()
         self.events: dict[str, list[dict[str, Any]]] = {}
 
-    def node(self, name: str, seed: int) -> Node:
+    def node(self, name: str, seed: int, cover: Profile = PROFILES["off"]) -> Node:
         identity = Identity(bytes([seed]) * 32)
         store = Store.create(self.tmp_path / f"{name}.db", bytes(32), identity)
         node = Node(
@@ -108,6 +110,8 @@ class World:
             MemoryTransport(self.network, identity.onion_address),
             self.clock,
             wall_clock_ms=lambda: int(self.clock.seconds() * 1000),
+            cover=cover,
+            cover_rngs=(random.Random(seed), random.Random(seed + 100)),
         )
         self.events[name] = []
         node.subscribe(self.events[name].append)
@@ -269,3 +273,27 @@ def test_unacknowledged_envelopes_are_resent_on_a_live_link(world: World) -> Non
     assert texts(bob, "in") == [("eventually", "received")]
     assert texts(alice, "out") == [("eventually", "delivered")]
     assert len([p for p in world.network.pumps if not p.clientIO.disconnected]) == 1
+
+
+def test_with_cover_traffic_cells_leave_only_in_slots(world: World) -> None:
+    ticks = Profile("ticks", payload_rate=2.0, loop_rate=0.0, constant=True)
+    alice, bob = world.node("alice", 1, ticks), world.node("bob", 2, ticks)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle(3)
+    (pump,) = [p for p in world.network.pumps if not p.clientIO.disconnected]
+    client_is_alice = pump.client.link.remote_address == bob.identity.onion_address
+    alice_io = pump.clientIO if client_is_alice else pump.serverIO
+    assert isinstance(alice.status()["cover"]["bytes_per_day"], int)
+    world.network.pump()
+    alice.send("bob", "in a slot")
+    assert alice_io.stream == []  # nothing written outside the schedule
+    assert alice.status()["cover"]["queued_cells"] == 1
+    world.settle(2)
+    assert texts(bob, "in") == [("in a slot", "received")]
+    assert texts(alice, "out") == [("in a slot", "delivered")]
+    sent = alice.status()["cover"]["sent_cells"]
+    assert sent["real"] >= 1 and sent["drop"] >= 4  # idle slots carried drop cells
+    alice.set_cover(PROFILES["off"])
+    alice.send("bob", "at once")
+    assert alice_io.stream != []

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from onionmsg.errors import OnionmsgError
+from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 
 log = Logger()
@@ -66,6 +67,16 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         if not isinstance(confirm, bool):
             raise RequestError("parameter 'confirm' must be true or false")
         return node.verify_contact(contact, confirm)
+    if method == "cover.set":
+        name = _text(params, "profile", optional=True)
+        if name is not None:
+            if name not in PROFILES:
+                raise RequestError(f"no cover profile {name[:20]!r}: {', '.join(PROFILES)}")
+            return node.set_cover(PROFILES[name])
+        rates = [params.get("payload_rate"), params.get("loop_rate", 0.0)]
+        if not all(isinstance(r, int | float) and 0 <= r <= 100 for r in rates):
+            raise RequestError("give 'profile', or 'payload_rate' and 'loop_rate' (0..100 /s)")
+        return node.set_cover(Profile("custom", float(rates[0]), float(rates[1])))
     if method == "send":
         contact, text = _text(params, "contact"), _text(params, "text")
         assert contact is not None and text is not None

@@ -329,11 +329,15 @@ class Link:
             return None
         return self._core.encrypt(cells.padding_inner())
 
-    def data_to_send(self) -> bytes:
-        """Handshake bytes plus every queued cell, encrypted (send-immediately mode)."""
+    def handshake_bytes(self) -> bytes:
+        """Handshake cells to write now (they leave outside any cover-traffic schedule)."""
         out = bytes(self._core.outgoing)
         self._core.outgoing.clear()
-        chunks = [out]
+        return out
+
+    def data_to_send(self) -> bytes:
+        """Handshake bytes plus every queued cell, encrypted (send-immediately mode)."""
+        chunks = [self.handshake_bytes()]
         while (cell := self.next_cell()) is not None:
             chunks.append(cell)
         return b"".join(chunks)

@@ -39,16 +39,36 @@ class LinkProtocol(Protocol):
         self.link.connection_lost(reason.getErrorMessage() if reason else "closed")
         self._dispatch()
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> int:
+        """Queue a message on the link; returns how many cells now wait for a slot."""
+        before = self.link.queued_cells
         self.link.send_message(message)
         self._pump()
+        return self.link.queued_cells - before
+
+    def write_next_cell(self) -> bool:
+        """Write the oldest queued real cell (the scheduler's slot); False if none."""
+        cell = self.link.next_cell()
+        if cell is None or self.transport is None:
+            return False
+        self.transport.write(cell)
+        return True
+
+    def write_drop_cell(self) -> bool:
+        cell = self.link.drop_cell()
+        if cell is None or self.transport is None:
+            return False
+        self.transport.write(cell)
+        return True
 
     def close(self, reason: str) -> None:
         self.link.close(reason)
         self._pump()
 
     def _pump(self) -> None:
-        out = self.link.data_to_send()
+        # Only handshake cells leave here; the node's cell scheduler decides when every
+        # other cell leaves (write_next_cell / write_drop_cell).
+        out = self.link.handshake_bytes()
         if out and self.transport is not None:
             self.transport.write(out)
         self._dispatch()
