@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from onionmsg.crypto.identity import Identity, parse_onion_address
-from onionmsg.crypto.ratchet import Ratchet
+from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.retry import RetryTimer
@@ -185,7 +185,8 @@ class Node:
         peer = self._add_peer(contact)
         # The initiator of the pair opens the ratchet session right away, so the contact
         # can encrypt to us as soon as this first envelope reaches them.
-        self._queue(peer, SessionStart(), text=None)
+        if is_initiator(self.identity.public_key, public_key):
+            self._queue(peer, SessionStart(), text=None)
         if self._running:
             peer.connector.start()
         return self._contact_snapshot(peer)
@@ -241,9 +242,10 @@ class Node:
         message_id = nacl.utils.random(MESSAGE_ID_SIZE)
         their_key = parse_onion_address(contact.address)
         sealing = seal(self.identity, their_key, self._ratchet(contact), message_id, content)
-        # With a link up the envelope leaves in this same reactor turn, so it is stored as
-        # sent at once: one durable commit instead of two. (A crash in between only means
-        # it is sent on the next link, as every unacknowledged message is.)
+        # With a link up the envelope is handed to it now (it leaves in this reactor turn,
+        # or in the next cover-traffic slot), so it is stored as sent at once: one durable
+        # commit instead of two. A crash before it leaves only means it is sent on the next
+        # link, as every unacknowledged message is.
         ready = sealing.envelope is not None and peer.link is not None
         expire = content.expire_seconds if isinstance(content, TextContent) else 0
         stored = self._store.queue_outgoing(

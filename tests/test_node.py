@@ -297,3 +297,23 @@ def test_with_cover_traffic_cells_leave_only_in_slots(world: World) -> None:
     alice.set_cover(PROFILES["off"])
     alice.send("bob", "at once")
     assert alice_io.stream != []
+
+
+def test_only_the_initiator_queues_a_session_start(world: World) -> None:
+    from onionmsg.crypto.ratchet import is_initiator
+
+    one, two = world.node("one", 1), world.node("two", 2)
+    one.add_contact(two.identity.onion_address, "two", None)
+    two.add_contact(one.identity.onion_address, "one", None)
+    for node, other in ((one, two), (two, one)):
+        contact = node._store.find_contact(other.identity.onion_address)
+        assert contact is not None
+        queued = len(node._store.outbox(contact.id))
+        assert queued == (
+            1 if is_initiator(node.identity.public_key, other.identity.public_key) else 0
+        )
+    world.settle()
+    for node in (one, two):
+        contact = node._store.contacts()[0]
+        assert node._store.outbox(contact.id) == []  # the SessionStart was acknowledged
+        assert node._store.ratchet_state(contact.id) is not None  # both hold the session
