@@ -285,6 +285,8 @@ def test_cover_traffic_profile_is_used_shown_and_changed_at_run_time(tmp_path: P
         assert cover["profile"] == "high" and cover["expected_latency_s"] == 0.5
         assert cover["bytes_per_day"] > 100_000_000
         wait_for(lambda: alice.status()["cover"]["sent_cells"]["drop"] > 0, 30, "drop cells")
+        # Loop cells go out to alice's own address and come back.
+        wait_for(lambda: alice.status()["cover"]["loop_returned"] >= 2, 60, "loop cells back")
         with ControlClient(alice.home / "control.sock") as client:
             assert client.call("cover.set", profile="low")["profile"] == "low"
             custom = client.call("cover.set", payload_rate=0.5, loop_rate=0.1)

@@ -22,8 +22,9 @@ def tor_user(name: str, home: Path, tor: TorInstance) -> User:
     return user
 
 
-def start_on_tor(user: User, tor: TorInstance) -> None:
-    user.start_daemon("--transport", "tor", "--tor-control", f"tcp:127.0.0.1:{tor.control_port}")
+def start_on_tor(user: User, tor: TorInstance, *extra: str) -> None:
+    control = f"tcp:127.0.0.1:{tor.control_port}"
+    user.start_daemon("--transport", "tor", "--tor-control", control, *extra)
     wait_for(
         lambda: user.status()["network"]["reachable"], 60, f"{user.name}'s onion to be reachable"
     )
@@ -157,3 +158,23 @@ def test_tor_restart_republishes_and_messages_flow(
     wait_for(lambda: delivered(alice, "after"), 120, "delivery after tor restart")
     wait_for(lambda: delivered(bob, "after, from bob"), 120, "delivery to alice after restart")
     assert alice.daemon is not None and alice.daemon.poll() is None
+
+
+def test_cover_traffic_over_onion_services(
+    tor_network: TestNet, tmp_path: Path, users: list[User]
+) -> None:
+    tor1, tor2 = _client(tor_network, "client1"), _client(tor_network, "client2")
+    alice, bob = (
+        tor_user("alice", tmp_path / "alice", tor1),
+        tor_user("bob", tmp_path / "bob", tor2),
+    )
+    users.extend([alice, bob])
+    for user in (alice, bob):
+        start_on_tor(user, user.tor, "--cover", "high")
+    befriend(alice, bob)
+    alice.cli("send", "bob", "hidden in the stream")
+    wait_for(lambda: delivered(alice, "hidden in the stream"), 90, "delivery under cover")
+    # Loop cells travel through tor to alice's own onion service and back.
+    wait_for(lambda: alice.status()["cover"]["loop_returned"] >= 2, 90, "loop cells back")
+    cover = alice.status()["cover"]
+    assert cover["sent_cells"]["drop"] > 0 and cover["loop_link"]

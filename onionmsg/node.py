@@ -104,6 +104,12 @@ class Node:
         self._listening = ""
         self._running = False
         self._sweeper: LoopingCall | None = None
+        # Loop cover traffic: a link from this node to its own address. Cells leave on
+        # `_loop_out` and come back on `_loop_in`, so we can tell if they stop arriving.
+        self._loop_out: LinkProtocol | None = None
+        self._loop_in: LinkProtocol | None = None
+        self._loop_connector = Connector(clock, self._dial_self, self._rng)
+        self._loops_written = 0
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -128,6 +134,8 @@ class Node:
         self._sweeper.clock = self._clock
         self._sweeper.start(SWEEP_INTERVAL, now=True)
         self._scheduler.start()
+        if self._scheduler.profile.loop_rate > 0:
+            self._loop_connector.start()
         for contact in self._store.contacts():
             self._add_peer(contact).connector.start()
         return self._listening
@@ -137,6 +145,10 @@ class Node:
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._scheduler.stop()
+        self._loop_connector.stop()
+        for loop in (self._loop_out, self._loop_in):
+            if loop is not None:
+                loop.close("node stopping")
         for peer in self._peers.values():
             peer.connector.stop()
             peer.retry.cancel()
@@ -169,10 +181,21 @@ class Node:
             "queued_cells": self._scheduler.queue_length,
             "oldest_queued_s": round(self._scheduler.oldest_age(), 3),
             "sent_cells": dict(self._scheduler.sent),
+            # Loop cells written and those that came back through the network: a gap that
+            # keeps growing means our cells stop arriving (a blocked or dying path).
+            "loop_written": self._loops_written,
+            "loop_returned": self._loop_in.link.padding_received if self._loop_in else 0,
+            "loop_link": self._loop_out is not None,
         }
 
     def set_cover(self, profile: Profile) -> Snapshot:
         self._scheduler.set_profile(profile)
+        if self._running and profile.loop_rate > 0:
+            self._loop_connector.start()
+        elif profile.loop_rate == 0:
+            self._loop_connector.stop()
+            if self._loop_out is not None:
+                self._loop_out.close("loop cover traffic off")
         return self._cover_status()
 
     def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
@@ -277,7 +300,9 @@ class Node:
     def _depart(self, departure: Departure) -> None:
         """A slot of the cover-traffic schedule: write the cell it is for."""
         if departure.kind == "loop":
-            return  # loop cells to our own onion: not implemented yet (issue 5)
+            if self._loop_out is not None and self._loop_out.write_drop_cell():
+                self._loops_written += 1
+            return
         peer = self._peers.get(departure.contact or "")
         link = peer.link if peer is not None else None
         if departure.kind == "real":
@@ -329,6 +354,20 @@ class Node:
     def _inbound_protocol(self) -> LinkProtocol:
         return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
 
+    def _dial_self(self) -> None:
+        """Dial our own address, through the same transport as any contact."""
+        tcp = self._listening.removeprefix("tcp ") if self._listening.startswith("tcp ") else None
+        me = Contact(0, self.identity.onion_address, None, tcp, 0)
+        endpoint = self._transport.client_endpoint(me)
+        if endpoint is None:
+            self._loop_connector.dial_failed()
+            return
+        link = Link.initiator(self.identity, self.identity.public_key, self._clock)
+        protocol = LinkProtocol(link, self._on_link_events)
+        connectProtocol(endpoint, protocol).addErrback(
+            lambda failure: self._loop_connector.dial_failed()
+        )
+
     def _dial(self, contact: Contact) -> None:
         peer = self._peers[contact.address]
         endpoint = self._transport.client_endpoint(contact)
@@ -355,6 +394,13 @@ class Node:
                 self._detach(protocol, event)
 
     def _attach(self, protocol: LinkProtocol, address: str) -> None:
+        if address == self.identity.onion_address:
+            if protocol.link.role is Role.INITIATOR:
+                self._loop_out = protocol
+                self._loop_connector.link_established()
+            else:
+                self._loop_in = protocol
+            return
         peer = self._peers.get(address)
         if peer is None:
             # Contact requests (consent before any conversation) come with issue 7; until
@@ -388,6 +434,16 @@ class Node:
 
     def _detach(self, protocol: LinkProtocol, event: LinkClosed) -> None:
         address = protocol.link.remote_address
+        if address == self.identity.onion_address:
+            if protocol is self._loop_in:
+                self._loop_in = None
+            elif protocol is self._loop_out:
+                self._loop_out = None
+                if self._running:
+                    self._loop_connector.link_lost()
+            elif protocol.link.role is Role.INITIATOR and self._running:
+                self._loop_connector.dial_failed()
+            return
         peer = self._peers.get(address) if address else None
         if event.error:
             log.info("link closed: {reason}", reason=event.reason)

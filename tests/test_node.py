@@ -317,3 +317,18 @@ def test_only_the_initiator_queues_a_session_start(world: World) -> None:
         contact = node._store.contacts()[0]
         assert node._store.outbox(contact.id) == []  # the SessionStart was acknowledged
         assert node._store.ratchet_state(contact.id) is not None  # both hold the session
+
+
+def test_loop_cells_travel_to_our_own_address_and_come_back(world: World) -> None:
+    loops = Profile("loops", payload_rate=0.0, loop_rate=2.0)
+    alice = world.node("alice", 1, loops)
+    world.settle(10)
+    cover = alice.status()["cover"]
+    assert cover["loop_link"] is True
+    assert cover["sent_cells"]["loop"] > 10
+    # Every loop cell written came back (the in-memory network loses nothing).
+    assert cover["loop_returned"] == cover["loop_written"] > 10
+    assert alice.contacts() == []  # the loop link is not a contact
+    alice.set_cover(PROFILES["off"])
+    world.settle(2)
+    assert alice.status()["cover"]["loop_link"] is False

@@ -313,6 +313,11 @@ class Link:
         return self._core.closed
 
     @property
+    def padding_received(self) -> int:
+        """Drop cells received so far (loop cover traffic counts its returns with this)."""
+        return self._core.reassembler.padding_cells
+
+    @property
     def queued_cells(self) -> int:
         """Real cells waiting to leave (the mix layer reads this)."""
         return len(self._core.pending_cells)

@@ -118,6 +118,7 @@ class Reassembler:
         self._max = max_message_size
         self._expected = 0
         self._parts = bytearray()
+        self.padding_cells = 0
 
     @property
     def in_progress(self) -> bool:
@@ -139,6 +140,7 @@ class Reassembler:
         if kind is CellKind.PADDING:
             if length:
                 raise ProtocolError("padding cell with a body")
+            self.padding_cells += 1
             return None
         if kind is CellKind.BEGIN:
             if self.in_progress:
