@@ -18,9 +18,10 @@ from onionmsg.config import write_private_file
 from onionmsg.errors import OnionmsgError
 
 KEY_SIZE = 32
-# libsodium's "moderate" memory (256 MiB) with one pass more than its moderate 3, so that
-# a guess costs >= 0.5 s on the reference machine (0.40 s with 3 passes; docs/performance.md).
-OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE + 1
+# libsodium's "moderate" memory (256 MiB) with two passes more than its moderate 3, so that
+# a guess reliably costs >= 0.5 s on the reference machine (3 passes: 0.40 s; 4: 0.47-0.52 s;
+# 5: 0.58-0.59 s; docs/performance.md).
+OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE + 2
 MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 # With --no-passphrase the store is still SQLCipher, keyed by this public constant:
 # the format stays one, and a seized disk is readable by anyone (as the user was told).
