@@ -355,32 +355,26 @@ class Node:
         return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
 
     def _dial_self(self) -> None:
-        """Dial our own address, through the same transport as any contact."""
+        """Dial our own address (the loop link), through the same transport as a contact."""
         tcp = self._listening.removeprefix("tcp ") if self._listening.startswith("tcp ") else None
-        me = Contact(0, self.identity.onion_address, None, tcp, 0)
-        endpoint = self._transport.client_endpoint(me)
-        if endpoint is None:
-            self._loop_connector.dial_failed()
-            return
-        link = Link.initiator(self.identity, self.identity.public_key, self._clock)
-        protocol = LinkProtocol(link, self._on_link_events)
-        connectProtocol(endpoint, protocol).addErrback(
-            lambda failure: self._loop_connector.dial_failed()
-        )
+        self._open_link(Contact(0, self.identity.onion_address, None, tcp, 0), self._loop_connector)
 
     def _dial(self, contact: Contact) -> None:
-        peer = self._peers[contact.address]
+        self._open_link(contact, self._peers[contact.address].connector)
+
+    def _open_link(self, contact: Contact, connector: Connector) -> None:
+        """Dial a link to ``contact``; failures go to ``connector``, success to the events."""
         endpoint = self._transport.client_endpoint(contact)
         if endpoint is None:
             # Nothing to dial (a tcp contact without --tcp): wait for them to call us.
-            peer.connector.dial_failed()
+            connector.dial_failed()
             return
         link = Link.initiator(self.identity, parse_onion_address(contact.address), self._clock)
         protocol = LinkProtocol(link, self._on_link_events)
 
         def failed(failure: Failure) -> None:
             log.debug("dial failed: {error}", error=failure.getErrorMessage())
-            peer.connector.dial_failed()
+            connector.dial_failed()
 
         connectProtocol(endpoint, protocol).addErrback(failed)
 

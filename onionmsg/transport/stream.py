@@ -48,14 +48,13 @@ class LinkProtocol(Protocol):
 
     def write_next_cell(self) -> bool:
         """Write the oldest queued real cell (the scheduler's slot); False if none."""
-        cell = self.link.next_cell()
-        if cell is None or self.transport is None:
-            return False
-        self.transport.write(cell)
-        return True
+        return self._write_cell(self.link.next_cell())
 
     def write_drop_cell(self) -> bool:
-        cell = self.link.drop_cell()
+        """Write an encrypted drop cell; False if the link is not keyed (or gone)."""
+        return self._write_cell(self.link.drop_cell())
+
+    def _write_cell(self, cell: bytes | None) -> bool:
         if cell is None or self.transport is None:
             return False
         self.transport.write(cell)
