@@ -46,7 +46,18 @@ def onionmsg(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def start_daemon(home: Path) -> subprocess.Popen[bytes]:
     onionmsg(home, "init", "--no-passphrase")
     process = subprocess.Popen(
-        [sys.executable, "-m", "onionmsg", "--home", str(home), "daemon", "--transport", "tcp"],
+        [
+            sys.executable,
+            "-m",
+            "onionmsg",
+            "--home",
+            str(home),
+            "daemon",
+            "--transport",
+            "tcp",
+            "--cover",
+            "off",
+        ],
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30

@@ -114,7 +114,17 @@ class Daemon:
         )
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "onionmsg", "--home", str(home), "daemon", *transport],
+            [
+                sys.executable,
+                "-m",
+                "onionmsg",
+                "--home",
+                str(home),
+                "daemon",
+                "--cover",
+                "off",
+                *transport,
+            ],
             stderr=open(home / "daemon.stderr", "wb"),  # noqa: SIM115
         )
         self.reachable_after = self._wait_reachable()

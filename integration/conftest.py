@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from integration.users import User
 from onionmsg.testnet import TestNet
 
 
@@ -22,3 +23,14 @@ def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNet]:
         yield net
     finally:
         net.down()
+
+
+@pytest.fixture
+def users() -> Iterator[list[User]]:
+    """Users a test started; their daemons are killed when it ends, whatever happened."""
+    started: list[User] = []
+    yield started
+    for user in started:
+        if user.daemon is not None:
+            user.daemon.kill()
+            user.daemon.wait()

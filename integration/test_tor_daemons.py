@@ -3,67 +3,28 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-import pytest
 from stem.control import Controller, EventType
 
+from integration.tor_users import (
+    befriend,
+    client_tor,
+    delivered,
+    received,
+    start_on_tor,
+    tor_user,
+)
 from integration.users import User, wait_for
 from onionmsg.control.client import ControlClient
-from onionmsg.testnet import TestNet, TorInstance
-
-
-def tor_user(name: str, home: Path, tor: TorInstance) -> User:
-    user = User(name, home)
-    user.init("--no-passphrase")
-    user.tor = tor
-    return user
-
-
-def start_on_tor(user: User, tor: TorInstance, *extra: str) -> None:
-    control = f"tcp:127.0.0.1:{tor.control_port}"
-    user.start_daemon("--transport", "tor", "--tor-control", control, *extra)
-    wait_for(
-        lambda: user.status()["network"]["reachable"], 60, f"{user.name}'s onion to be reachable"
-    )
-
-
-@pytest.fixture
-def users(tor_network: TestNet, tmp_path: Path) -> Iterator[list[User]]:
-    started: list[User] = []
-    yield started
-    for user in started:
-        if user.daemon is not None:
-            user.daemon.kill()
-            user.daemon.wait()
-
-
-def _client(tor_network: TestNet, name: str) -> TorInstance:
-    for instance in tor_network.instances():
-        if instance.name == name:
-            return instance
-    return tor_network.add_client(name)
-
-
-def befriend(a: User, b: User) -> None:
-    a.cli("contacts", "add", b.address, "--name", b.name)
-    b.cli("contacts", "add", a.address, "--name", a.name)
-
-
-def delivered(user: User, text: str) -> bool:
-    return any(m["text"] == text and m["status"] == "delivered" for m in user.messages())
-
-
-def received(user: User, text: str) -> bool:
-    return any(m["text"] == text and m["direction"] == "in" for m in user.messages())
+from onionmsg.testnet import TestNet
 
 
 def test_published_address_is_the_identity(
     tor_network: TestNet, tmp_path: Path, users: list[User]
 ) -> None:
-    tor = _client(tor_network, "client1")
+    tor = client_tor(tor_network, "client1")
     alice = tor_user("alice", tmp_path / "alice", tor)
     users.append(alice)
     uploaded: list[str] = []
@@ -85,7 +46,7 @@ def test_three_users_talk_over_onion_services(
     tor_network: TestNet, tmp_path: Path, users: list[User]
 ) -> None:
     names = ["alice", "bob", "carol"]
-    tors = [_client(tor_network, n) for n in ("client1", "client2", "client3")]
+    tors = [client_tor(tor_network, n) for n in ("client1", "client2", "client3")]
     people = [tor_user(n, tmp_path / n, t) for n, t in zip(names, tors, strict=True)]
     users.extend(people)
     for person, tor in zip(people, tors, strict=True):
@@ -109,8 +70,8 @@ def test_three_users_talk_over_onion_services(
 
 def alice_and_bob_on_tor(tor_network: TestNet, tmp_path: Path, users: list[User]) -> list[User]:
     """Two users on their own client tors, each other's contacts, both daemons running."""
-    alice = tor_user("alice", tmp_path / "alice", _client(tor_network, "client1"))
-    bob = tor_user("bob", tmp_path / "bob", _client(tor_network, "client2"))
+    alice = tor_user("alice", tmp_path / "alice", client_tor(tor_network, "client1"))
+    bob = tor_user("bob", tmp_path / "bob", client_tor(tor_network, "client2"))
     users.extend([alice, bob])
     start_on_tor(alice, alice.tor)
     start_on_tor(bob, bob.tor)
@@ -163,7 +124,7 @@ def test_tor_restart_republishes_and_messages_flow(
 def test_cover_traffic_over_onion_services(
     tor_network: TestNet, tmp_path: Path, users: list[User]
 ) -> None:
-    tor1, tor2 = _client(tor_network, "client1"), _client(tor_network, "client2")
+    tor1, tor2 = client_tor(tor_network, "client1"), client_tor(tor_network, "client2")
     alice, bob = (
         tor_user("alice", tmp_path / "alice", tor1),
         tor_user("bob", tmp_path / "bob", tor2),

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,11 +59,17 @@ class User:
         self.address = self.cli("init", *extra).stdout.strip()
         return self.address
 
-    def start_daemon(self, *args: str) -> None:
+    def start_daemon(self, *args: str, launcher: Sequence[str] = ("onionmsg",)) -> None:
+        """``launcher``: the module (and its leading arguments) that runs the CLI.
+
+        Cover traffic is off unless ``args`` choose a profile or rate: most tests are about
+        delivery, not timing, and should not wait seconds for each cell's slot."""
         assert self.daemon is None or self.daemon.poll() is not None
+        if not any(arg.startswith("--cover") for arg in args):
+            args = ("--cover", "off", *args)
         log = open(self.home / f"daemon-{int(time.time() * 1000)}.stderr", "wb")  # noqa: SIM115
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "onionmsg", "--home", str(self.home), "daemon", *args],
+            [sys.executable, "-m", *launcher, "--home", str(self.home), "daemon", *args],
             stdout=subprocess.DEVNULL,
             stderr=log,
             env=self.env,

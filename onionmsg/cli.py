@@ -26,7 +26,7 @@ from onionmsg.config import (
 from onionmsg.control.client import ControlClient, DaemonNotRunning
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
-from onionmsg.mix.scheduler import PROFILES, Profile
+from onionmsg.mix.scheduler import DEFAULT_PROFILE, PROFILES, Profile
 from onionmsg.store.db import Store, WrongPassphraseError
 from onionmsg.store.keys import KeyParams
 
@@ -135,8 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     daemon.add_argument(
         "--cover",
         choices=sorted(PROFILES),
-        default="off",
-        help="cover-traffic profile (default: off, until the loop stream lands)",
+        default=DEFAULT_PROFILE,
+        help=f"cover-traffic profile (default: {DEFAULT_PROFILE}; off sends at once)",
     )
     daemon.add_argument(
         "--cover-rate",

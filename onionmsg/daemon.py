@@ -23,7 +23,7 @@ from onionmsg.config import Home
 from onionmsg.control.api import control_factory
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
-from onionmsg.mix.scheduler import PROFILES, Profile
+from onionmsg.mix.scheduler import DEFAULT_PROFILE, PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Store
 from onionmsg.store.keys import KeyParams
@@ -46,7 +46,7 @@ class DaemonOptions:
     tor_control: str | None = None
     tor_password_file: Path | None = None
     tor_binary: str | None = None
-    cover: Profile = PROFILES["off"]
+    cover: Profile = PROFILES[DEFAULT_PROFILE]
 
 
 def start_logging(stream: IO[str], verbose: bool) -> None:

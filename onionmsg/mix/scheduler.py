@@ -69,6 +69,11 @@ PROFILES = {
 }
 
 
+# What a daemon runs unless told otherwise: the observer test (integration/test_observer.py)
+# shows an idle and a chatting node look alike with cover on; `off` is a choice for speed.
+DEFAULT_PROFILE = "standard"
+
+
 @dataclass(frozen=True)
 class Departure:
     """A cell the node must write now: ``kind`` is "real", "drop" or "loop"."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,6 +25,11 @@ class LinkProtocol(Protocol):
         self._on_events = on_events
 
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            # Each cell must leave when the scheduler says, as one segment: Nagle would
+            # hold a cell back until tor's delayed ACK (up to 40 ms) and then merge two
+            # cells into one write, visible in timing and size at the tor boundary.
+            self.transport.setTcpNoDelay(True)
         self.link.connection_made()
         self._pump()
 
