@@ -369,14 +369,45 @@ def _print_json(document: Any) -> None:
     print(json.dumps(document, ensure_ascii=False), flush=True)
 
 
+def _rate(cells_per_s: float) -> str:
+    return "off" if cells_per_s == 0 else f"1 cell every {1 / cells_per_s:.3g} s"
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    """The ``status`` snapshot for people (``--json`` gives all of it to scripts)."""
+    network = status["network"]
+    state = str(network.get("state", "?"))
+    if "bootstrap_percent" in network:
+        state += f" (tor bootstrap {network['bootstrap_percent']}%"
+        state += f", {network['error']})" if network.get("error") else ")"
+    cover = status["cover"]
+    if cover["payload_rate"] == 0:
+        cover_line = f"{cover['profile']}: cells leave at once, no cover traffic"
+    else:
+        cover_line = (
+            f"{cover['profile']}: {_rate(cover['payload_rate'])}, loop {_rate(cover['loop_rate'])}; "
+            f"{cover['bytes_per_day'] / 1e6:.3g} MB/day; "
+            f"mean extra wait {cover['expected_latency_s']:.3g} s"
+        )
+    lines = [
+        f"address:   {status['address']}.onion",
+        f"listening: {status['listening']}",
+        f"network:   {state}",
+        f"contacts:  {status['contacts']} ({status['online']} online)",
+        f"cover:     {cover_line}",
+        f"queue:     {cover['queued_cells']} cells (oldest {cover['oldest_queued_s']:.3g} s)",
+        f"store:     {'passphrase-protected' if status['passphrase'] else 'NOT protected'}",
+    ]
+    return "\n".join(lines)
+
+
 def cmd_status(home: Home, args: argparse.Namespace) -> int:
     with ControlClient(home.control_socket) as client:
         status = client.call("status")
     if args.json:
         _print_json(status)
     else:
-        for key, value in status.items():
-            print(f"{key}: {value}")
+        print(describe_status(status))
     if not status["passphrase"]:
         print(_UNPROTECTED, file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
+from onionmsg.cli import describe_status
 from onionmsg.crypto.identity import Identity
 from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
@@ -332,3 +333,15 @@ def test_loop_cells_travel_to_our_own_address_and_come_back(world: World) -> Non
     alice.set_cover(PROFILES["off"])
     world.settle(2)
     assert alice.status()["cover"]["loop_link"] is False
+
+
+def test_people_read_the_cover_profile_its_cost_and_wait_in_status(world: World) -> None:
+    alice = world.node("alice", 1, PROFILES["standard"])
+    text = describe_status(alice.status())
+    assert "cover:     standard: 1 cell every 5 s, loop 1 cell every 60 s" in text
+    assert "18.6 MB/day; mean extra wait 5 s" in text
+    assert "queue:     0 cells" in text
+    alice.set_cover(PROFILES["off"])
+    assert "cover:     off: cells leave at once, no cover traffic" in describe_status(
+        alice.status()
+    )
