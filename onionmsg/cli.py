@@ -385,7 +385,8 @@ def describe_status(status: dict[str, Any]) -> str:
         cover_line = f"{cover['profile']}: cells leave at once, no cover traffic"
     else:
         cover_line = (
-            f"{cover['profile']}: {_rate(cover['payload_rate'])}, loop {_rate(cover['loop_rate'])}; "
+            f"{cover['profile']}: {_rate(cover['payload_rate'])}, "
+            f"loop {_rate(cover['loop_rate'])}; "
             f"{cover['bytes_per_day'] / 1e6:.3g} MB/day; "
             f"mean extra wait {cover['expected_latency_s']:.3g} s"
         )
