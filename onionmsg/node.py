@@ -16,13 +16,26 @@ from typing import Any
 
 import nacl.utils
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from onionmsg.crypto.identity import Identity, parse_onion_address
+from onionmsg.contacts.requests import (
+    MAX_PENDING,
+    MAX_STRANGERS,
+    REQUEST_WAIT,
+    Action,
+    Known,
+    RequestGate,
+    RequestState,
+    Verdict,
+    clean_message,
+    decide,
+    transition,
+)
+from onionmsg.crypto.identity import Identity, normalize_onion_address, parse_onion_address
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
@@ -38,7 +51,14 @@ from onionmsg.session.link import (
     MessageReceived,
     Role,
 )
-from onionmsg.store.db import Contact, OutboxEntry, Status, Store, StoredMessage
+from onionmsg.store.db import (
+    Contact,
+    ContactRequestRow,
+    OutboxEntry,
+    Status,
+    Store,
+    StoredMessage,
+)
 from onionmsg.transport.base import Transport
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
@@ -47,6 +67,7 @@ from onionmsg.wire.messages import (
     MAX_TEXT_BYTES,
     MESSAGE_ID_SIZE,
     Ack,
+    ContactRequest,
     Envelope,
     Message,
     SessionStart,
@@ -68,6 +89,17 @@ class SendError(OnionmsgError):
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _request_snapshot(row: ContactRequestRow) -> Snapshot:
+    return {
+        "id": row.id,
+        "address": row.address,
+        "message": row.message,
+        "time": _iso(row.received_at),
+        "updated": _iso(row.updated_at),
+        "state": row.state,
+    }
 
 
 @dataclass
@@ -110,6 +142,10 @@ class Node:
         self._loop_in: LinkProtocol | None = None
         self._loop_connector = Connector(clock, self._dial_self, self._rng)
         self._loops_written = 0
+        # Links from addresses that are not (or no longer) contacts: held until their
+        # ContactRequest arrives or REQUEST_WAIT passes, then closed the same way always.
+        self._strangers: dict[LinkProtocol, IDelayedCall] = {}
+        self._request_gate = RequestGate(clock)
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -137,7 +173,9 @@ class Node:
         if self._scheduler.profile.loop_rate > 0:
             self._loop_connector.start()
         for contact in self._store.contacts():
-            self._add_peer(contact).connector.start()
+            peer = self._add_peer(contact)
+            if not contact.blocked:
+                peer.connector.start()
         return self._listening
 
     async def stop(self) -> None:
@@ -149,6 +187,8 @@ class Node:
         for loop in (self._loop_out, self._loop_in):
             if loop is not None:
                 loop.close("node stopping")
+        for stranger in list(self._strangers):
+            stranger.close("node stopping")
         for peer in self._peers.values():
             peer.connector.stop()
             peer.retry.cancel()
@@ -167,6 +207,8 @@ class Node:
             "network": self._transport.status(),
             "contacts": len(self._peers),
             "online": sum(1 for p in self._peers.values() if p.link is not None),
+            "requests": len(self._store.requests()),
+            "block_unknown": self._block_unknown(),
             "cover": self._cover_status(),
         }
 
@@ -198,13 +240,20 @@ class Node:
                 self._loop_out.close("loop cover traffic off")
         return self._cover_status()
 
-    def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
+    def add_contact(
+        self, address: str, name: str | None, tcp_endpoint: str | None, message: str = ""
+    ) -> Snapshot:
+        """Add a contact; until they answer, each link to them carries our request with
+        ``message`` (they see it only if they do not know us yet)."""
         public_key = parse_onion_address(address)
         if public_key == self.identity.public_key:
             raise SendError("that is your own address")
         if tcp_endpoint is not None:
             parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
-        contact = self._store.add_contact(address, name, tcp_endpoint, self._now_ms())
+        note = clean_message(message)
+        contact = self._store.add_contact(
+            address, name, tcp_endpoint, self._now_ms(), request_message=note
+        )
         peer = self._add_peer(contact)
         # The initiator of the pair opens the ratchet session right away, so the contact
         # can encrypt to us as soon as this first envelope reaches them.
@@ -243,6 +292,65 @@ class Node:
 
     def contacts(self) -> list[Snapshot]:
         return [self._contact_snapshot(peer) for peer in self._peers.values()]
+
+    # -- who may reach us --------------------------------------------------------------------
+
+    def requests(self) -> list[Snapshot]:
+        return [_request_snapshot(row) for row in self._store.requests()]
+
+    def answer_request(self, request_id: int, action: Action, name: str | None = None) -> Snapshot:
+        """Accept (the address becomes a contact), reject (ignored for a week) or block."""
+        row = self._store.request_by_id(request_id)
+        new_state = transition(RequestState(row.state), action)
+        if new_state is None:
+            return self.add_contact(row.address, name, None)
+        self._store.set_request_state(row.id, new_state.value, self._now_ms())
+        return _request_snapshot(self._store.request_by_id(row.id))
+
+    def block(self, ref: str) -> Snapshot:
+        """Block a contact (links refused, nothing sent or received) or any address."""
+        contact = self._store.find_contact(ref, missing_ok=True)
+        if contact is None:
+            address = normalize_onion_address(ref)
+            self._store.block_address(address, self._now_ms())
+            return {"address": address, "blocked": True}
+        self._store.set_blocked(contact.id, True)
+        peer = self._refresh(contact.id)
+        peer.connector.stop()
+        peer.retry.cancel()
+        if peer.link is not None:
+            peer.link.close("not a contact")
+        return self._contact_snapshot(peer)
+
+    def unblock(self, ref: str) -> Snapshot:
+        contact = self._store.find_contact(ref, missing_ok=True)
+        if contact is None:
+            address = normalize_onion_address(ref)
+            row = self._store.request_for(address)
+            if row is None or row.state != RequestState.BLOCKED:
+                raise SendError(f"{address} is not blocked")
+            self._store.forget_request(row.id)
+            return {"address": address, "blocked": False}
+        self._store.set_blocked(contact.id, False)
+        peer = self._refresh(contact.id)
+        if self._running:
+            peer.connector.start()
+        return self._contact_snapshot(peer)
+
+    def set_block_unknown(self, on: bool) -> Snapshot:
+        """Refuse every request from strangers (contacts still reach us)."""
+        self._store.set_setting("block_unknown", int(on))
+        return {"block_unknown": on}
+
+    def _block_unknown(self) -> bool:
+        return bool(self._store.setting("block_unknown", 0))
+
+    def _refresh(self, contact_id: int) -> _Peer:
+        contact = self._store.contact_by_id(contact_id)
+        peer = self._peers[contact.address]
+        peer.contact = contact
+        self._contacts_by_id[contact.id] = contact
+        return peer
 
     def send(self, contact_ref: str, text: str) -> Snapshot:
         if not text:
@@ -396,10 +504,8 @@ class Node:
                 self._loop_in = protocol
             return
         peer = self._peers.get(address)
-        if peer is None:
-            # Contact requests (consent before any conversation) come with issue 7; until
-            # then a stranger gets nothing but a closed link.
-            protocol.close("not a contact")
+        if peer is None or peer.contact.blocked:
+            self._hold_stranger(protocol)
             return
         if peer.link is not None and peer.link is not protocol:
             keep = self._preferred(peer.link, protocol)
@@ -409,10 +515,63 @@ class Node:
             if keep is not protocol:
                 return
         peer.link = protocol
-        peer.connector.link_established()
+        if peer.contact.accepted:
+            peer.connector.link_established()
+        else:
+            # They may not know us yet: ask, on every link until they answer once. The
+            # connector stays in "dialing", so a link they close ends in a backoff, not a
+            # quick redial.
+            self._send(protocol, ContactRequest(peer.contact.request_message))
         self._notify({"event": "contact", **self._contact_snapshot(peer)})
         for entry in self._store.outbox(peer.contact.id):
             self._transmit(peer, entry)
+
+    def _hold_stranger(self, protocol: LinkProtocol) -> None:
+        if len(self._strangers) >= MAX_STRANGERS:
+            protocol.close("not a contact")
+            return
+        self._strangers[protocol] = self._clock.callLater(
+            REQUEST_WAIT, lambda: self._stranger_done(protocol, "")
+        )
+
+    def _stranger_done(self, protocol: LinkProtocol, text: str) -> None:
+        """The stranger's request is in (or its time is up): decide, then close the link.
+        The link closes the same way whatever we decide: the stranger learns nothing."""
+        timer = self._strangers.pop(protocol, None)
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        protocol.close("not a contact")
+        address = protocol.link.remote_address
+        if address is None:
+            return
+        contact = self._store.find_contact(address, missing_ok=True)
+        if contact is not None:
+            return  # a contact now (added meanwhile) or a blocked one: no request
+        row = self._store.request_for(address)
+        now = self._now_ms()
+        known = Known(RequestState(row.state), row.updated_at) if row is not None else None
+        verdict = decide(
+            known,
+            block_unknown=self._block_unknown(),
+            now_ms=now,
+            # Only new requests spend a token: refreshing a pending one costs nothing.
+            gate_open=known is not None or self._request_gate.allow(),
+        )
+        if verdict is Verdict.DROP:
+            return
+        request, dropped = self._store.record_request(
+            address, clean_message(text), now, max_pending=MAX_PENDING
+        )
+        if dropped:
+            log.info(
+                "dropped {n} oldest contact requests (at most {max})",
+                n=len(dropped),
+                max=MAX_PENDING,
+            )
+        if verdict is Verdict.NEW:
+            self._notify({"event": "request", **_request_snapshot(request)})
 
     def _preferred(self, current: LinkProtocol, new: LinkProtocol) -> LinkProtocol:
         """Both ends keep the same one of two links: the one dialled by the smaller address."""
@@ -427,6 +586,9 @@ class Node:
         return min((current, new), key=dialer)
 
     def _detach(self, protocol: LinkProtocol, event: LinkClosed) -> None:
+        if protocol in self._strangers:
+            self._stranger_done(protocol, "")
+            return
         address = protocol.link.remote_address
         if address == self.identity.onion_address:
             if protocol is self._loop_in:
@@ -447,8 +609,11 @@ class Node:
             peer.link = None
             peer.retry.cancel()
             self._scheduler.forget(peer.contact.address)
-            if self._running:
-                peer.connector.link_lost()
+            if self._running and not peer.contact.blocked:
+                if peer.connector.state == "dialing":
+                    peer.connector.dial_failed()  # our request was heard, not yet answered
+                else:
+                    peer.connector.link_lost()
             self._notify({"event": "contact", **self._contact_snapshot(peer)})
         elif protocol.link.role is Role.INITIATOR and self._running and peer.link is None:
             # Our dial got a connection but no link (refused, or a failed handshake).
@@ -465,11 +630,20 @@ class Node:
             self._notify(self._message_snapshot(updated))
 
     def _on_message(self, protocol: LinkProtocol, event: MessageReceived) -> None:
+        if protocol in self._strangers:
+            if isinstance(event.message, ContactRequest):
+                self._stranger_done(protocol, event.message.text)
+            return  # nothing else from a stranger is read
         address = protocol.link.remote_address
         peer = self._peers.get(address) if address else None
         if peer is None or peer.link is not protocol:
             return  # a link we are dropping: the peer will resend on the kept one
         message = event.message
+        if isinstance(message, Envelope | Ack) and not peer.contact.accepted:
+            # They answered: they know us. Stop asking; the link is an ordinary one now.
+            self._store.set_accepted(peer.contact.id)
+            peer = self._refresh(peer.contact.id)
+            peer.connector.link_established()
         if isinstance(message, Envelope):
             self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):
@@ -549,7 +723,9 @@ class Node:
             "online": peer.link is not None,
             "verified": contact.verified,
             "expire_seconds": contact.expire_seconds,
-            "connection": peer.connector.state,
+            "connection": "blocked" if contact.blocked else peer.connector.state,
+            "accepted": contact.accepted,
+            "blocked": contact.blocked,
             "tcp": contact.tcp_endpoint,
         }
 
