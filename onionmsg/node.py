@@ -16,7 +16,7 @@ from typing import Any
 
 import nacl.utils
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -78,6 +78,9 @@ from onionmsg.wire.messages import (
 
 log = Logger()
 SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
+# Inbound connections still in the handshake (anyone can open them): more are refused at
+# once, so a flood costs a bounded number of sockets for at most HANDSHAKE_TIMEOUT.
+MAX_HANDSHAKING = 64
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -100,6 +103,18 @@ def _request_snapshot(row: ContactRequestRow) -> Snapshot:
         "updated": _iso(row.updated_at),
         "state": row.state,
     }
+
+
+class _InboundFactory(Factory[LinkProtocol]):
+    """Builds the responder side of each inbound link; ``build`` may refuse (None)."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], LinkProtocol | None]) -> None:
+        self._build = build
+
+    def buildProtocol(self, addr: IAddress | None) -> LinkProtocol | None:
+        return self._build()
 
 
 @dataclass
@@ -146,6 +161,7 @@ class Node:
         # ContactRequest arrives or REQUEST_WAIT passes, then closed the same way always.
         self._strangers: dict[LinkProtocol, IDelayedCall] = {}
         self._request_gate = RequestGate(clock)
+        self._handshaking: set[LinkProtocol] = set()  # inbound links before LinkEstablished
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -162,8 +178,7 @@ class Node:
         self._transport.add_status_listener(
             lambda status: self._notify({"event": "network", **status})
         )
-        factory = Factory.forProtocol(self._inbound_protocol)
-        factory.noisy = False
+        factory = _InboundFactory(self._inbound_protocol)
         self._listening = await self._transport.listen(factory)
         self._running = True
         self._sweeper = LoopingCall(self._sweep)
@@ -459,8 +474,13 @@ class Node:
             self._send(peer.link, decode(entry.envelope))
         return bool(sealed)
 
-    def _inbound_protocol(self) -> LinkProtocol:
-        return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
+    def _inbound_protocol(self) -> LinkProtocol | None:
+        if len(self._handshaking) >= MAX_HANDSHAKING:
+            log.debug("refusing a connection: {n} handshakes under way", n=MAX_HANDSHAKING)
+            return None
+        protocol = LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
+        self._handshaking.add(protocol)
+        return protocol
 
     def _dial_self(self) -> None:
         """Dial our own address (the loop link), through the same transport as a contact."""
@@ -488,6 +508,8 @@ class Node:
 
     def _on_link_events(self, protocol: LinkProtocol, events: list[LinkEvent]) -> None:
         for event in events:
+            if isinstance(event, LinkEstablished | LinkClosed):
+                self._handshaking.discard(protocol)
             if isinstance(event, LinkEstablished):
                 self._attach(protocol, event.remote_address)
             elif isinstance(event, MessageReceived):
