@@ -28,11 +28,11 @@ from onionmsg.contacts.requests import (
     REQUEST_WAIT,
     Action,
     Known,
-    RequestGate,
     RequestState,
     Verdict,
     clean_message,
     decide,
+    request_gate,
     transition,
 )
 from onionmsg.crypto.identity import Identity, normalize_onion_address, parse_onion_address
@@ -40,6 +40,7 @@ from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.retry import RetryTimer
+from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
 from onionmsg.session.connector import Connector
@@ -81,6 +82,10 @@ SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
 # Inbound connections still in the handshake (anyone can open them): more are refused at
 # once, so a flood costs a bounded number of sockets for at most HANDSHAKE_TIMEOUT.
 MAX_HANDSHAKING = 64
+# Envelopes one contact may make us open and store: a burst, then a steady rate. Past it
+# they are not acknowledged (so not lost: the contact resends later), and cost no crypto.
+INBOUND_BURST = 500
+INBOUND_PER_SECOND = 100
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -122,6 +127,7 @@ class _Peer:
     contact: Contact
     connector: Connector
     retry: RetryTimer
+    inbound: TokenBucket
     link: LinkProtocol | None = None
 
 
@@ -160,7 +166,7 @@ class Node:
         # Links from addresses that are not (or no longer) contacts: held until their
         # ContactRequest arrives or REQUEST_WAIT passes, then closed the same way always.
         self._strangers: dict[LinkProtocol, IDelayedCall] = {}
-        self._request_gate = RequestGate(clock)
+        self._request_gate = request_gate(clock)
         self._handshaking: set[LinkProtocol] = set()  # inbound links before LinkEstablished
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
@@ -458,7 +464,8 @@ class Node:
     def _add_peer(self, contact: Contact) -> _Peer:
         connector = Connector(self._clock, lambda: self._dial(contact), self._rng)
         retry = RetryTimer(self._clock, lambda: self._resend(contact.address), self._rng)
-        peer = _Peer(contact, connector, retry)
+        inbound = TokenBucket(self._clock, INBOUND_BURST, 1 / INBOUND_PER_SECOND)
+        peer = _Peer(contact, connector, retry, inbound)
         self._peers[contact.address] = peer
         self._contacts_by_id[contact.id] = contact
         return peer
@@ -675,6 +682,8 @@ class Node:
 
     def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
         contact = peer.contact
+        if not peer.inbound.allow():
+            return  # a flood: not acknowledged, so the contact sends it again later
         if self._store.was_received(contact.id, envelope.message_id):
             self._send(protocol, Ack(envelope.message_id))  # a redelivery: our Ack was lost
             return

@@ -18,8 +18,9 @@ from zope.interface import implementer
 
 import onionmsg.node as node_module
 from onionmsg.cli import describe_status
-from onionmsg.contacts.requests import Action, RequestError, RequestGate
+from onionmsg.contacts.requests import Action, RequestError
 from onionmsg.crypto.identity import Identity
+from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Contact, Store
@@ -303,7 +304,7 @@ def test_a_blocked_contact_is_cut_off_until_unblocked(world: World) -> None:
 
 def test_pending_requests_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(node_module, "MAX_PENDING", 3)
-    monkeypatch.setattr(node_module, "RequestGate", lambda clock: RequestGate(clock, burst=99))
+    monkeypatch.setattr(node_module, "request_gate", lambda clock: TokenBucket(clock, 99, 1.0))
     alice = world.node("alice", 1)
     strangers = [world.node(f"s{i}", 10 + i) for i in range(5)]
     for i, stranger in enumerate(strangers):
@@ -438,3 +439,21 @@ def test_people_read_the_cover_profile_its_cost_and_wait_in_status(world: World)
     assert "cover:     off: cells leave at once, no cover traffic" in describe_status(
         alice.status()
     )
+
+
+def test_a_flooding_contact_is_throttled_and_nothing_is_lost(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "INBOUND_BURST", 10)
+    monkeypatch.setattr(node_module, "INBOUND_PER_SECOND", 1)
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    for i in range(40):
+        bob.send("alice", f"flood {i}")
+    world.settle(1)
+    assert len(texts(alice, "in")) <= 10 + 2  # the burst, then about one a second
+    world.settle(900)  # the unacknowledged rest comes again, within the rate
+    assert [t for t, _ in texts(alice, "in")] == [f"flood {i}" for i in range(40)]
+    assert {s for _, s in texts(bob, "out")} == {"delivered"}

@@ -11,7 +11,7 @@ asks :func:`decide` what to do with it. The persisted state of an address is one
 
 Bounds, so that no stranger can cost us more than a row or a notification storm: one row
 per address (a repeated request updates it silently), at most MAX_PENDING pending requests
-(the oldest goes), and new requests pass a global token bucket (:class:`RequestGate`).
+(the oldest goes), and new requests pass a global token bucket (:func:`request_gate`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError
 
 MAX_PENDING = 100
@@ -110,23 +111,6 @@ def clean_message(text: str) -> str:
     return " ".join("".join(kept).split())[:MAX_MESSAGE_CHARS]
 
 
-class RequestGate:
-    """A token bucket for new requests: GATE_BURST at once, then one per GATE_INTERVAL."""
-
-    def __init__(
-        self, clock: IReactorTime, burst: int = GATE_BURST, interval: float = GATE_INTERVAL
-    ) -> None:
-        self._clock = clock
-        self._burst = burst
-        self._interval = interval
-        self._tokens = float(burst)
-        self._last = clock.seconds()
-
-    def allow(self) -> bool:
-        now = self._clock.seconds()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) / self._interval)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+def request_gate(clock: IReactorTime) -> TokenBucket:
+    """The global limit on new requests: GATE_BURST at once, then one per GATE_INTERVAL."""
+    return TokenBucket(clock, GATE_BURST, GATE_INTERVAL)

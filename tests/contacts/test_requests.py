@@ -17,11 +17,11 @@ from onionmsg.contacts.requests import (
     Action,
     Known,
     RequestError,
-    RequestGate,
     RequestState,
     Verdict,
     clean_message,
     decide,
+    request_gate,
     transition,
 )
 
@@ -77,7 +77,7 @@ def test_other_transitions_are_clear_errors(state: RequestState, action: Action)
 
 def test_the_gate_allows_a_burst_then_one_per_interval() -> None:
     clock = Clock()
-    gate = RequestGate(clock)
+    gate = request_gate(clock)
     assert [gate.allow() for _ in range(GATE_BURST + 1)] == [True] * GATE_BURST + [False]
     clock.advance(GATE_INTERVAL / 2)
     assert not gate.allow()
