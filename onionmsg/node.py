@@ -57,6 +57,7 @@ from onionmsg.wire.messages import (
 
 log = Logger()
 SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
+SEARCH_LIMIT = 200  # search results returned at most (the newest)
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -240,6 +241,45 @@ class Node:
             peer.contact = self._store.contact_by_id(contact.id)
             self._contacts_by_id[contact.id] = peer.contact
         return {"safety_number": number, **self._contact_snapshot(self._peers[contact.address])}
+
+    def rename_contact(self, contact_ref: str, name: str | None) -> Snapshot:
+        contact = self._find(contact_ref)
+        peer = self._peers[contact.address]
+        peer.contact = self._store.rename_contact(contact.id, name)
+        self._contacts_by_id[contact.id] = peer.contact
+        snapshot = self._contact_snapshot(peer)
+        self._notify({"event": "contact", **snapshot})
+        return snapshot
+
+    def remove_contact(self, contact_ref: str) -> Snapshot:
+        """Forget a contact: its link, its queued cells, its history, its ratchet."""
+        contact = self._find(contact_ref)
+        peer = self._peers.pop(contact.address)
+        peer.connector.stop()
+        peer.retry.cancel()
+        self._scheduler.forget(contact.address)
+        if peer.link is not None:
+            peer.link.close("contact removed")
+        self._store.remove_contact(contact.id)
+        del self._contacts_by_id[contact.id]
+        removed = {
+            "event": "contact_removed",
+            "name": contact.display_name,
+            "address": contact.address,
+        }
+        self._notify(removed)
+        return removed
+
+    def search_messages(
+        self, query: str, contact_ref: str | None = None, limit: int = SEARCH_LIMIT
+    ) -> list[Snapshot]:
+        """The newest ``limit`` messages containing ``query`` (any case), oldest first."""
+        needle = query.casefold()
+        if not needle:
+            raise SendError("search for at least one character")
+        contact_id = self._find(contact_ref).id if contact_ref else None
+        found = [m for m in self._store.messages(contact_id) if needle in m.text.casefold()]
+        return [self._message_snapshot(m) for m in found[-limit:]] if limit else []
 
     def contacts(self) -> list[Snapshot]:
         return [self._contact_snapshot(peer) for peer in self._peers.values()]

@@ -237,13 +237,7 @@ class Store:
     ) -> Contact:
         address = normalize_onion_address(address)
         if name is not None:
-            name = name.strip()
-            if not name:
-                raise ContactError("a contact name cannot be empty")
-            if len(name) > 64:
-                raise ContactError("a contact name has at most 64 characters")
-            if _looks_like_address(name):
-                raise ContactError("a contact name cannot be an onion address")
+            name = _checked_name(name)
         try:
             with self._transaction() as db:
                 cursor = db.execute(
@@ -297,6 +291,22 @@ class Store:
         return [
             Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows
         ]
+
+    def rename_contact(self, contact_id: int, name: str | None) -> Contact:
+        """Give a contact another name (None: shown by its address)."""
+        if name is not None:
+            name = _checked_name(name)
+        try:
+            with self._transaction() as db:
+                db.execute("UPDATE contacts SET name = ? WHERE id = ?", (name, contact_id))
+        except sqlcipher.IntegrityError:
+            raise ContactError(f"the name {name!r} is already taken") from None
+        return self.contact_by_id(contact_id)
+
+    def remove_contact(self, contact_id: int) -> None:
+        """Forget a contact with its history, outbox and ratchet (secure_delete is on)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
 
     def set_expiry(self, contact_id: int, seconds: int) -> None:
         with self._transaction() as db:
@@ -500,6 +510,17 @@ class Store:
     def _message_where(self, where: str, args: tuple[Any, ...]) -> StoredMessage | None:
         found = self._messages_where(where, args)
         return found[0] if found else None
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ContactError("a contact name cannot be empty")
+    if len(name) > 64:
+        raise ContactError("a contact name has at most 64 characters")
+    if _looks_like_address(name):
+        raise ContactError("a contact name cannot be an onion address")
+    return name
 
 
 def _looks_like_address(text: str) -> bool:
