@@ -368,7 +368,26 @@ class MainView(urwid.WidgetWrap[urwid.Widget]):
         header = urwid.AttrMap(urwid.Columns([self.header, ("pack", self.help_hint)]), "header")
         self.footer = urwid.Pile([urwid.AttrMap(self.status, "status")])
         self.frame = urwid.Frame(self.columns, header=header, footer=self.footer)
+        self.dialog: urwid.Widget | None = None
         super().__init__(self.frame)
+
+    # -- dialogs ---------------------------------------------------------------------------
+
+    def open_dialog(self, dialog: urwid.Widget, *, tall: bool = False) -> None:
+        self.dialog = dialog
+        self._w = urwid.Overlay(
+            dialog,
+            self.frame,
+            align="center",
+            width=("relative", 90),
+            valign="middle",
+            height=("relative", 90) if tall else "pack",
+            min_width=40,
+        )
+
+    def close_dialog(self) -> None:
+        self.dialog = None
+        self._w = self.frame
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -427,6 +446,14 @@ class MainView(urwid.WidgetWrap[urwid.Widget]):
     # -- keys ------------------------------------------------------------------------------
 
     def keypress(self, size: Size, key: str) -> str | None:
+        if self.dialog is not None:
+            unhandled = super().keypress(size, key)
+            command = command_for_key(unhandled, "dialog") if unhandled else None
+            if command == "BACK":
+                self.close_dialog()
+            elif command == "QUIT" and unhandled != "q":  # q may be meant for a field
+                self.actions.command(command)
+            return None
         pane = self.pane()
         before = self.contacts.focused_address()
         unhandled = super().keypress(size, key)
