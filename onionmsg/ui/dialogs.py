@@ -77,9 +77,11 @@ class Info(Dialog):
         body: list[urwid.Widget],
         on_close: Callable[[], None],
         extra: Sequence[tuple[str, Callable[[], None]]] = (),
+        focus: int | None = None,
     ) -> None:
         buttons = _buttons(*extra, ("Close", on_close))
-        pile = urwid.Pile([*body, urwid.Divider(), buttons], focus_item=len(body) + 1)
+        focus_item = len(body) + 1 if focus is None else focus
+        pile = urwid.Pile([*body, urwid.Divider(), buttons], focus_item=focus_item)
         super().__init__(title, pile)
 
 
@@ -298,7 +300,10 @@ def cover_dialog(
         ),
         urwid.Divider(),
     ]
+    focus = None
     for profile in profiles:
+        if profile.name == current:
+            focus = len(body)
         mark = "(•)" if profile.name == current else "( )"
         if profile.name == "off":
             cost = "no cover, no wait"
@@ -309,5 +314,4 @@ def cover_dialog(
             )
         label = f"{mark} {profile.name:<9} {cost}"
         body.append(_button(label, _bind(on_choose, profile.name)))
-    info = Info("Cover traffic", body, on_close)
-    return info
+    return Info("Cover traffic", body, on_close, focus=focus)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+import pytest
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 
 from onionmsg.control.client import ControlError
 from onionmsg.crypto.identity import Identity
+from onionmsg.ui.app import App
 
 ME = Identity(bytes([1]) * 32).onion_address
 BOB = Identity(bytes([2]) * 32).onion_address
@@ -95,3 +98,18 @@ class FakeClient:
 
     def methods(self) -> list[str]:
         return [method for method, _params in self.calls]
+
+
+@pytest.fixture
+def client() -> FakeClient:
+    return FakeClient()
+
+
+@pytest.fixture
+def app(client: FakeClient) -> App:
+    """The app on canned data, started, at a fixed 'today' (2026-03-03) in UTC."""
+    app = App(client, tz=UTC)
+    app.view.messages.today = lambda: date(2026, 3, 3)
+    started = ensureDeferred(app.start())
+    assert started.called
+    return app
