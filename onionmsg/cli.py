@@ -149,6 +149,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     passphrase_options(daemon, allow_none=False)
 
+    ui = commands.add_parser(
+        "ui",
+        parents=[daemon],  # the in-process node's options, used when no daemon runs
+        add_help=False,
+        help="the console UI (the default command): attaches to the running daemon, or "
+        "runs your node in-process while it is open",
+    )
+    ui.add_argument(
+        "--theme",
+        choices=["dark", "light", "no-colour"],
+        help="colours (default: dark; no-colour when NO_COLOR is set)",
+    )
+
     status = commands.add_parser("status", help="what the running daemon is doing")
     status.add_argument("--json", action="store_true")
 
@@ -366,13 +379,10 @@ class UsageError(OnionmsgError):
     """The command line asks for something impossible."""
 
 
-def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
-    from twisted.internet import defer, task
+def _daemon_options(args: argparse.Namespace) -> Any:
+    from onionmsg.daemon import DaemonOptions
 
-    from onionmsg.daemon import DaemonOptions, run_daemon, start_logging
-
-    store = _open_store(home, args)
-    options = DaemonOptions(
+    return DaemonOptions(
         args.transport,
         args.listen,
         args.verbose,
@@ -381,6 +391,29 @@ def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
         tor_binary=args.tor_binary,
         cover=_cover_profile(args.cover, args.cover_rate, args.loop_rate),
     )
+
+
+def cmd_ui(home: Home, args: argparse.Namespace) -> int:
+    from onionmsg.ui.app import run_ui
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the console UI needs a terminal (scripts: see 'onionmsg --help')")
+    theme = args.theme or ("no-colour" if os.environ.get("NO_COLOR") else "dark")
+    try:
+        ControlClient(home.control_socket).close()
+        store = None  # a daemon runs: attach to it
+    except DaemonNotRunning:
+        store = _open_store(home, args)  # asks for the passphrase before the UI starts
+    return run_ui(home, store, _daemon_options(args), theme)
+
+
+def cmd_daemon(home: Home, args: argparse.Namespace) -> int:
+    from twisted.internet import defer, task
+
+    from onionmsg.daemon import run_daemon, start_logging
+
+    store = _open_store(home, args)
+    options = _daemon_options(args)
     start_logging(sys.stderr, args.verbose)
     failure: list[OnionmsgError] = []
 
@@ -599,15 +632,15 @@ COMMANDS = {
     "settings": cmd_settings,
     "send": cmd_send,
     "messages": cmd_messages,
+    "ui": cmd_ui,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
+    if args.command is None:  # no command: the console UI
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "ui"])
     home = Home(args.home or default_home())
     # Everything we create (store, its WAL, sockets, tor's data) is private to the user.
     os.umask(0o077)

@@ -91,17 +91,51 @@ def _report_tor_status(status: dict[str, Any]) -> None:
     log.info("{line}", line=line)
 
 
-async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOptions) -> None:
-    """Run until SIGINT/SIGTERM; raises OnionmsgError for a clear start-up failure."""
+@dataclass
+class RunningDaemon:
+    """A started node with its control socket; ``stop()`` undoes everything ``start_daemon`` did."""
+
+    node: Node
+    listening: str
+    socket_path: str
+    _control: Any
+    _store: Store
+    _lock_fd: int
+
+    async def stop(self) -> None:
+        try:
+            await self._control.stopListening()
+        finally:
+            try:
+                await self.node.stop()
+            finally:
+                self._store.close()
+                os.close(self._lock_fd)
+                if os.path.exists(self.socket_path):
+                    os.unlink(self.socket_path)
+
+
+async def start_daemon(
+    reactor: Any, home: Home, store: Store, options: DaemonOptions
+) -> RunningDaemon:
+    """Start the node and its control socket (for ``onionmsg daemon`` and the in-process UI).
+
+    Raises OnionmsgError for a clear start-up failure, having closed what it opened.
+    """
     lock_fd = home.lock()
-    socket_path = home.socket_path_for_bind()
-    node = Node(
-        store,
-        make_transport(reactor, home, store.identity(), options),
-        reactor,
-        passphrase_protected=KeyParams.load(home.keyfile_path).passphrase,
-        cover=options.cover,
-    )
+    try:
+        socket_path = home.socket_path_for_bind()
+        node = Node(
+            store,
+            make_transport(reactor, home, store.identity(), options),
+            reactor,
+            passphrase_protected=KeyParams.load(home.keyfile_path).passphrase,
+            cover=options.cover,
+        )
+    except BaseException:
+        store.close()
+        os.close(lock_fd)
+        raise
     try:
         listening = await node.start()
         # Nobody else holds the lock, so a leftover socket is stale.
@@ -110,23 +144,7 @@ async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOpti
         control = await UNIXServerEndpoint(reactor, socket_path, mode=0o600).listen(
             control_factory(node)
         )
-        print(
-            f"onionmsg daemon for {node.identity.onion_address} on {listening}; "
-            f"control socket {socket_path}",
-            file=sys.stderr,
-            flush=True,
-        )
-        stopped: Deferred[None] = Deferred()
-        cleaned_up: Deferred[None] = Deferred()
-
-        def on_shutdown() -> Deferred[None]:
-            stopped.callback(None)
-            return cleaned_up  # the reactor waits for this before it stops
-
-        reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-        await stopped
-        await control.stopListening()
-    finally:
+    except BaseException:
         try:
             await node.stop()
         finally:
@@ -134,4 +152,29 @@ async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOpti
             os.close(lock_fd)
             if os.path.exists(socket_path):
                 os.unlink(socket_path)
+        raise
+    return RunningDaemon(node, listening, socket_path, control, store, lock_fd)
+
+
+async def run_daemon(reactor: Any, home: Home, store: Store, options: DaemonOptions) -> None:
+    """Run until SIGINT/SIGTERM; raises OnionmsgError for a clear start-up failure."""
+    daemon = await start_daemon(reactor, home, store, options)
+    print(
+        f"onionmsg daemon for {daemon.node.identity.onion_address} on {daemon.listening}; "
+        f"control socket {daemon.socket_path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stopped: Deferred[None] = Deferred()
+    cleaned_up: Deferred[None] = Deferred()
+
+    def on_shutdown() -> Deferred[None]:
+        stopped.callback(None)
+        return cleaned_up  # the reactor waits for this before it stops
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    try:
+        await stopped
+    finally:
+        await daemon.stop()
     cleaned_up.callback(None)

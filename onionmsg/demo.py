@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -131,6 +132,12 @@ def run(directory: Path, wait: bool) -> int:
         _say(f"\nAll of this took {time.monotonic() - started:.0f} s.")
         if not wait:
             return 0
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            _say("5. Opening alice's console UI; bob answers every message (F1: help).")
+            time.sleep(1.5)
+            threading.Thread(target=_bob_replies, args=(homes["bob"],), daemon=True).start()
+            subprocess.run([sys.executable, "-m", "onionmsg", "--home", str(homes["alice"])])
+            return 0
         _say("Alice and Bob keep running. Continue by hand in another terminal:")
         for name in USERS:
             other = "bob" if name == "alice" else "alice"
@@ -158,6 +165,31 @@ def run(directory: Path, wait: bool) -> int:
             except subprocess.TimeoutExpired:
                 daemon.kill()
         net.down()
+
+
+def _bob_replies(home: Path) -> None:
+    """Bob, online in the background while the user chats as alice: he answers everything."""
+    from onionmsg.control.client import ControlClient, ControlError
+
+    try:
+        # One connection for the events, one for the replies (a reply must not eat events).
+        with (
+            ControlClient(home / "control.sock", timeout=None) as client,
+            ControlClient(home / "control.sock") as sender,
+        ):
+            client.call("subscribe")
+            seen = {m["seq"] for m in client.call("messages")}
+            for event in client.events():
+                if event.get("event") != "message" or event.get("direction") != "in":
+                    continue
+                if event["seq"] in seen:
+                    continue
+                seen.add(event["seq"])
+                words = len(event["text"].split())
+                reply = f"Bob here: got your {words}-word message over Tor. Try F1 for every key."
+                sender.call("send", contact=event["address"], text=reply)
+    except (OSError, ControlError):
+        return  # the demo is stopping
 
 
 def _reachable_status(home: Path) -> dict[str, Any] | None:

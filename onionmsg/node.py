@@ -70,6 +70,7 @@ from onionmsg.wire.messages import (
     Ack,
     ContactRequest,
     Envelope,
+    Hello,
     Message,
     SessionStart,
     TextContent,
@@ -86,6 +87,7 @@ MAX_HANDSHAKING = 64
 # they are not acknowledged (so not lost: the contact resends later), and cost no crypto.
 INBOUND_BURST = 500
 INBOUND_PER_SECOND = 100
+SEARCH_LIMIT = 200  # search results returned at most (the newest)
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -97,6 +99,11 @@ class SendError(OnionmsgError):
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _online(peer: _Peer) -> bool:
+    """A link is up and the contact has greeted us on it."""
+    return peer.link is not None and peer.connector.state == "connected"
 
 
 def _request_snapshot(row: ContactRequestRow) -> Snapshot:
@@ -227,7 +234,7 @@ class Node:
             "listening": self._listening,
             "network": self._transport.status(),
             "contacts": len(self._peers),
-            "online": sum(1 for p in self._peers.values() if p.link is not None),
+            "online": sum(1 for p in self._peers.values() if _online(p)),
             "requests": len(self._store.requests()),
             "block_unknown": self._block_unknown(),
             "cover": self._cover_status(),
@@ -310,6 +317,45 @@ class Node:
             peer.contact = self._store.contact_by_id(contact.id)
             self._contacts_by_id[contact.id] = peer.contact
         return {"safety_number": number, **self._contact_snapshot(self._peers[contact.address])}
+
+    def rename_contact(self, contact_ref: str, name: str | None) -> Snapshot:
+        contact = self._find(contact_ref)
+        peer = self._peers[contact.address]
+        peer.contact = self._store.rename_contact(contact.id, name)
+        self._contacts_by_id[contact.id] = peer.contact
+        snapshot = self._contact_snapshot(peer)
+        self._notify({"event": "contact", **snapshot})
+        return snapshot
+
+    def remove_contact(self, contact_ref: str) -> Snapshot:
+        """Forget a contact: its link, its queued cells, its history, its ratchet."""
+        contact = self._find(contact_ref)
+        peer = self._peers.pop(contact.address)
+        peer.connector.stop()
+        peer.retry.cancel()
+        self._scheduler.forget(contact.address)
+        if peer.link is not None:
+            peer.link.close("contact removed")
+        self._store.remove_contact(contact.id)
+        del self._contacts_by_id[contact.id]
+        removed = {
+            "event": "contact_removed",
+            "name": contact.display_name,
+            "address": contact.address,
+        }
+        self._notify(removed)
+        return removed
+
+    def search_messages(
+        self, query: str, contact_ref: str | None = None, limit: int = SEARCH_LIMIT
+    ) -> list[Snapshot]:
+        """The newest ``limit`` messages containing ``query`` (any case), oldest first."""
+        needle = query.casefold()
+        if not needle:
+            raise SendError("search for at least one character")
+        contact_id = self._find(contact_ref).id if contact_ref else None
+        found = [m for m in self._store.messages(contact_id) if needle in m.text.casefold()]
+        return [self._message_snapshot(m) for m in found[-limit:]] if limit else []
 
     def contacts(self) -> list[Snapshot]:
         return [self._contact_snapshot(peer) for peer in self._peers.values()]
@@ -544,14 +590,14 @@ class Node:
             if keep is not protocol:
                 return
         peer.link = protocol
-        if peer.contact.accepted:
-            peer.connector.link_established()
-        else:
-            # They may not know us yet: ask, on every link until they answer once. The
-            # connector stays in "dialing", so a link they close ends in a backoff, not a
-            # quick redial.
+        # Each side greets first. A dialler whose contact has not answered yet asks instead
+        # (they may not know us). The link counts as up (online, connector "connected")
+        # only when the peer's greeting comes: a peer that does not know us closes the
+        # link without one, and our connector then backs off instead of redialling at once.
+        if protocol.link.role is Role.INITIATOR and not peer.contact.accepted:
             self._send(protocol, ContactRequest(peer.contact.request_message))
-        self._notify({"event": "contact", **self._contact_snapshot(peer)})
+        else:
+            self._send(protocol, Hello())
         for entry in self._store.outbox(peer.contact.id):
             self._transmit(peer, entry)
 
@@ -563,7 +609,7 @@ class Node:
             REQUEST_WAIT, lambda: self._stranger_done(protocol, "")
         )
 
-    def _stranger_done(self, protocol: LinkProtocol, text: str) -> None:
+    def _stranger_done(self, protocol: LinkProtocol, text: str | None) -> None:
         """The stranger's request is in (or its time is up): decide, then close the link.
         The link closes the same way whatever we decide: the stranger learns nothing."""
         timer = self._strangers.pop(protocol, None)
@@ -576,8 +622,8 @@ class Node:
         if address is None:
             return
         contact = self._store.find_contact(address, missing_ok=True)
-        if contact is not None:
-            return  # a contact now (added meanwhile) or a blocked one: no request
+        if contact is not None or text is None:
+            return  # a contact now, a blocked one, or no request at all
         row = self._store.request_for(address)
         now = self._now_ms()
         known = Known(RequestState(row.state), row.updated_at) if row is not None else None
@@ -660,19 +706,23 @@ class Node:
 
     def _on_message(self, protocol: LinkProtocol, event: MessageReceived) -> None:
         if protocol in self._strangers:
-            if isinstance(event.message, ContactRequest):
-                self._stranger_done(protocol, event.message.text)
-            return  # nothing else from a stranger is read
+            # Only a ContactRequest is a request; a Hello comes from someone who still
+            # counts us as a contact (we removed them): nothing to ask the user.
+            request = event.message.text if isinstance(event.message, ContactRequest) else None
+            self._stranger_done(protocol, request)
+            return
         address = protocol.link.remote_address
         peer = self._peers.get(address) if address else None
         if peer is None or peer.link is not protocol:
             return  # a link we are dropping: the peer will resend on the kept one
         message = event.message
-        if isinstance(message, Envelope | Ack) and not peer.contact.accepted:
-            # They answered: they know us. Stop asking; the link is an ordinary one now.
+        if not isinstance(message, ContactRequest) and not peer.contact.accepted:
+            # They answered (a greeting, an Ack, an envelope): they know us. Stop asking.
             self._store.set_accepted(peer.contact.id)
             peer = self._refresh(peer.contact.id)
-            peer.connector.link_established()
+        if peer.connector.state != "connected":
+            peer.connector.link_established()  # their first message: the link is up
+            self._notify({"event": "contact", **self._contact_snapshot(peer)})
         if isinstance(message, Envelope):
             self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):
@@ -751,7 +801,7 @@ class Node:
         return {
             "name": contact.display_name,
             "address": contact.address,
-            "online": peer.link is not None,
+            "online": _online(peer),
             "verified": contact.verified,
             "expire_seconds": contact.expire_seconds,
             "connection": "blocked" if contact.blocked else peer.connector.state,

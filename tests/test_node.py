@@ -457,3 +457,40 @@ def test_a_flooding_contact_is_throttled_and_nothing_is_lost(
     world.settle(900)  # the unacknowledged rest comes again, within the rate
     assert [t for t, _ in texts(alice, "in")] == [f"flood {i}" for i in range(40)]
     assert {s for _, s in texts(bob, "out")} == {"delivered"}
+
+
+def test_rename_remove_and_search_through_the_control_api(world: World) -> None:
+    from onionmsg.control.api import RequestError, _dispatch
+
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    _dispatch(alice, "contacts.add", {"address": bob.identity.onion_address, "name": "bob"})
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    alice.send("bob", "Meet at the Old Bridge")
+    bob.send("alice", "the old bridge? OK")
+    alice.send("bob", "unrelated")
+    world.settle()
+    renamed = _dispatch(alice, "contacts.rename", {"contact": "bob", "name": "Robert"})
+    assert renamed["name"] == "Robert" and renamed["online"] is True
+    assert world.events["alice"][-1] == {"event": "contact", **renamed}
+    found = _dispatch(alice, "messages.search", {"query": "OLD BRIDGE"})
+    assert [(m["contact"], m["text"]) for m in found] == [
+        ("Robert", "Meet at the Old Bridge"),
+        ("Robert", "the old bridge? OK"),
+    ]
+    newest = _dispatch(alice, "messages.search", {"query": "bridge", "limit": 1})
+    assert [m["text"] for m in newest] == ["the old bridge? OK"]
+    with pytest.raises(RequestError):
+        _dispatch(alice, "messages.search", {"query": 5})
+    removed = _dispatch(alice, "contacts.remove", {"contact": "Robert"})
+    assert removed == {
+        "event": "contact_removed",
+        "name": "Robert",
+        "address": bob.identity.onion_address,
+    }
+    assert world.events["alice"][-1] == removed
+    assert alice.contacts() == [] and alice.messages() == []
+    world.settle()
+    # The link went with the contact, and bob's redials are refused.
+    assert [c["online"] for c in bob.contacts()] == [False]
+    assert alice.status()["online"] == 0

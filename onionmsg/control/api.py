@@ -75,6 +75,14 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         if not isinstance(on, bool):
             raise RequestError("parameter 'on' must be true or false")
         return node.set_block_unknown(on)
+    if method == "contacts.rename":
+        contact = _text(params, "contact")
+        assert contact is not None
+        return node.rename_contact(contact, _text(params, "name", optional=True))
+    if method == "contacts.remove":
+        contact = _text(params, "contact")
+        assert contact is not None
+        return node.remove_contact(contact)
     if method == "contacts.expire":
         contact = _text(params, "contact")
         assert contact is not None
@@ -102,6 +110,11 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         return node.send(contact, text)
     if method == "messages":
         return node.messages(_text(params, "contact", optional=True), _int(params, "after", 0))
+    if method == "messages.search":
+        query = _text(params, "query")
+        assert query is not None
+        contact = _text(params, "contact", optional=True)
+        return node.search_messages(query, contact, min(_int(params, "limit", 200), 1000))
     raise RequestError(f"unknown method {method[:40]!r}")
 
 

@@ -290,13 +290,7 @@ class Store:
         answer: the request goes and the contact starts out accepted."""
         address = normalize_onion_address(address)
         if name is not None:
-            name = name.strip()
-            if not name:
-                raise ContactError("a contact name cannot be empty")
-            if len(name) > 64:
-                raise ContactError("a contact name has at most 64 characters")
-            if _looks_like_address(name):
-                raise ContactError("a contact name cannot be an onion address")
+            name = _checked_name(name)
         try:
             with self._transaction() as db:
                 request = db.execute(
@@ -460,6 +454,22 @@ class Store:
             args,
         )
         return [ContactRequestRow(*row) for row in rows]
+
+    def rename_contact(self, contact_id: int, name: str | None) -> Contact:
+        """Give a contact another name (None: shown by its address)."""
+        if name is not None:
+            name = _checked_name(name)
+        try:
+            with self._transaction() as db:
+                db.execute("UPDATE contacts SET name = ? WHERE id = ?", (name, contact_id))
+        except sqlcipher.IntegrityError:
+            raise ContactError(f"the name {name!r} is already taken") from None
+        return self.contact_by_id(contact_id)
+
+    def remove_contact(self, contact_id: int) -> None:
+        """Forget a contact with its history, outbox and ratchet (secure_delete is on)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
 
     def set_expiry(self, contact_id: int, seconds: int) -> None:
         with self._transaction() as db:
@@ -663,6 +673,17 @@ class Store:
     def _message_where(self, where: str, args: tuple[Any, ...]) -> StoredMessage | None:
         found = self._messages_where(where, args)
         return found[0] if found else None
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ContactError("a contact name cannot be empty")
+    if len(name) > 64:
+        raise ContactError("a contact name has at most 64 characters")
+    if _looks_like_address(name):
+        raise ContactError("a contact name cannot be an onion address")
+    return name
 
 
 def _looks_like_address(text: str) -> bool:

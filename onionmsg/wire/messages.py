@@ -195,6 +195,12 @@ class Ack(Message):
     message_id: MessageId
 
 
+@message(4)
+@dataclass(frozen=True)
+class Hello(Message):
+    """The first message of each side on every link between contacts: "I know you"."""
+
+
 # A stranger's note: 280 characters of up to 4 UTF-8 bytes each.
 MAX_REQUEST_BYTES = 1120
 
@@ -202,8 +208,8 @@ MAX_REQUEST_BYTES = 1120
 @message(3)
 @dataclass(frozen=True)
 class ContactRequest(Message):
-    """Sent by the dialler on each link until the contact has answered once: who we are is
-    proven by the handshake; this carries the note the user typed (may be empty)."""
+    """Sent instead of Hello by the dialler until the contact has answered once: who we
+    are is proven by the handshake; this carries the note the user typed (may be empty)."""
 
     text: Annotated[str, Text(MAX_REQUEST_BYTES)]
 

@@ -84,6 +84,36 @@ def test_contacts(store: Store) -> None:
         store.add_contact(third.onion_address, "  ", None, 1)
 
 
+def test_rename_and_remove_a_contact(store: Store) -> None:
+    contact = store.add_contact(OTHER.onion_address, "bob", None, 1)
+    third = store.add_contact(Identity(bytes([9]) * 32).onion_address, "carol", None, 2)
+    renamed = store.rename_contact(contact.id, "  robert ")
+    assert renamed.name == "robert" and store.find_contact("robert") == renamed
+    with pytest.raises(ContactError, match="taken"):
+        store.rename_contact(contact.id, "carol")
+    with pytest.raises(ContactError, match="onion address"):
+        store.rename_contact(contact.id, third.address)
+    assert store.rename_contact(contact.id, None).display_name == OTHER.onion_address[:16]
+    store.queue_outgoing(
+        contact.id,
+        b"\x02" * 16,
+        text="hi",
+        content=None,
+        envelope=b"e",
+        ratchet_state="{}",
+        now_ms=3,
+    )
+    store.store_incoming(
+        contact.id, b"\x03" * 16, text="yo", sent_at=1, ratchet_state="s", now_ms=4
+    )
+    store.remove_contact(contact.id)
+    assert store.contacts() == [third]
+    # Everything about the contact went with it.
+    assert store.messages() == [] and store.outbox(contact.id) == []
+    assert store.ratchet_state(contact.id) is None
+    assert not store.was_received(contact.id, b"\x03" * 16)
+
+
 def test_outgoing_status_only_moves_forward_and_ack_empties_the_outbox(store: Store) -> None:
     contact = store.add_contact(OTHER.onion_address, None, None, 1)
     message = store.queue_outgoing(
