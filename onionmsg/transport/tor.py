@@ -66,10 +66,10 @@ ONION_PORT = 80  # the virtual port of every onionmsg onion service
 MAX_STREAMS = 64  # per rendezvous circuit; a contact needs one
 MIN_TOR_VERSION = (0, 4, 5)
 RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
-# Every onion service costs its tor 3 introduction circuits kept open and a descriptor
-# upload to several HSDirs every 1-2 hours (measured and explained in
-# docs/architecture.md); past this many endpoints the node must not ask for more.
-MAX_ENDPOINTS = 64
+# Every onion service costs its tor 6 introduction circuits kept open (3 for each of its
+# two descriptors) and ~16 descriptor uploads (each its own circuit) every 1-2 hours:
+# measured and explained in docs/architecture.md. 32 endpoints keep ~200 circuits open.
+MAX_ENDPOINTS = 32
 # Tor's onion-service proof of work (proposal 327) exists from 0.4.8 on.
 POW_MIN_TOR_VERSION = (0, 4, 8)
 # Introductions the identity onion lets through per second, and the bucket size. It only
