@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from typing import Self
 
 import nacl.bindings
 import nacl.signing
@@ -96,8 +97,11 @@ def ed25519_public_to_x25519(public_key: bytes) -> bytes:
 
 
 @dataclass(frozen=True, repr=False)
-class Identity:
-    """A user's Ed25519 identity key. ``repr`` never shows the secret."""
+class OnionServiceKey:
+    """An Ed25519 key whose public half is a v3 onion address. ``repr`` never shows the secret.
+
+    The identity is one; each per-contact endpoint onion (crypto/endpoint.py) is another.
+    """
 
     seed: bytes
 
@@ -106,7 +110,7 @@ class Identity:
             raise ValueError("an Ed25519 seed is 32 bytes")
 
     @classmethod
-    def generate(cls) -> Identity:
+    def generate(cls) -> Self:
         return cls(nacl.utils.random(32))
 
     @property
@@ -121,16 +125,6 @@ class Identity:
     def onion_address(self) -> str:
         return onion_address_from_public_key(self.public_key)
 
-    @property
-    def x25519_private(self) -> bytes:
-        """The Curve25519 secret matching ``ed25519_public_to_x25519(public_key)``."""
-        secret_key = self.seed + self.public_key
-        return nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret_key)
-
-    @property
-    def x25519_public(self) -> bytes:
-        return ed25519_public_to_x25519(self.public_key)
-
     def expanded_secret_key(self) -> bytes:
         """Tor's 64-byte expanded secret key: SHA-512(seed) with the scalar half clamped."""
         digest = bytearray(hashlib.sha512(self.seed).digest())
@@ -144,4 +138,20 @@ class Identity:
         return "ED25519-V3:" + base64.b64encode(self.expanded_secret_key()).decode("ascii")
 
     def __repr__(self) -> str:
-        return f"Identity({self.onion_address})"
+        return f"{type(self).__name__}({self.onion_address})"
+
+
+@dataclass(frozen=True, repr=False)
+class Identity(OnionServiceKey):
+    """A user's Ed25519 identity key: its onion is the public address, its X25519 form the
+    static key of every handshake."""
+
+    @property
+    def x25519_private(self) -> bytes:
+        """The Curve25519 secret matching ``ed25519_public_to_x25519(public_key)``."""
+        secret_key = self.seed + self.public_key
+        return nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret_key)
+
+    @property
+    def x25519_public(self) -> bytes:
+        return ed25519_public_to_x25519(self.public_key)
