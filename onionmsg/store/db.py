@@ -24,7 +24,7 @@ from onionmsg.crypto.identity import Identity, normalize_onion_address
 from onionmsg.errors import AddressError, OnionmsgError
 from onionmsg.store.keys import KeyParams
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -80,6 +80,13 @@ CREATE TABLE requests (
     updated_at INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('pending', 'rejected', 'blocked'))
 );
+CREATE TABLE endpoints (
+    contact_id INTEGER PRIMARY KEY REFERENCES contacts(id) ON DELETE CASCADE,
+    our_endpoint_seed BLOB,
+    their_auth_public BLOB,
+    our_auth_private BLOB,
+    their_endpoint TEXT
+);
 """
 
 # Statements that bring a store of version N to version N + 1.
@@ -89,8 +96,9 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE contacts ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE contacts ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE contacts ADD COLUMN request_message TEXT NOT NULL DEFAULT ''",
-        _SCHEMA[_SCHEMA.index("CREATE TABLE requests") :],
+        _SCHEMA[_SCHEMA.index("CREATE TABLE requests") : _SCHEMA.index("CREATE TABLE endpoints")],
     ],
+    2: [_SCHEMA[_SCHEMA.index("CREATE TABLE endpoints") :]],
 }
 
 
@@ -129,6 +137,19 @@ class Contact:
     @property
     def display_name(self) -> str:
         return self.name or self.address[:16]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """A contact's endpoint onions (docs/protocol.md, "Endpoint onions"): the one we publish
+    for them (its key, and their client-auth key for it) and the one they publish for us
+    (its address, and our client-auth key for it). Any part may be missing yet."""
+
+    contact_id: int
+    our_endpoint_seed: bytes | None = None
+    their_auth_public: bytes | None = None
+    our_auth_private: bytes | None = None
+    their_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +394,36 @@ class Store:
     def set_blocked(self, contact_id: int, blocked: bool) -> None:
         with self._transaction() as db:
             db.execute("UPDATE contacts SET blocked = ? WHERE id = ?", (blocked, contact_id))
+
+    # -- endpoint onions ---------------------------------------------------------------------
+
+    def endpoints(self, contact_id: int) -> Endpoints:
+        row = self._db.execute(
+            "SELECT our_endpoint_seed, their_auth_public, our_auth_private, their_endpoint"
+            " FROM endpoints WHERE contact_id = ?",
+            (contact_id,),
+        ).fetchone()
+        return Endpoints(contact_id) if row is None else Endpoints(contact_id, *row)
+
+    def all_endpoints(self) -> list[Endpoints]:
+        rows = self._db.execute(
+            "SELECT contact_id, our_endpoint_seed, their_auth_public, our_auth_private,"
+            " their_endpoint FROM endpoints ORDER BY contact_id"
+        )
+        return [Endpoints(*row) for row in rows]
+
+    def save_endpoints(self, endpoints: Endpoints) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?, ?, ?)",
+                (
+                    endpoints.contact_id,
+                    endpoints.our_endpoint_seed,
+                    endpoints.their_auth_public,
+                    endpoints.our_auth_private,
+                    endpoints.their_endpoint,
+                ),
+            )
 
     # -- settings ---------------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ knows which one it runs on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 
+from onionmsg.crypto.endpoint import EndpointKey
 from onionmsg.store.db import Contact
 
 
@@ -35,4 +36,30 @@ class Transport(Protocol):
 
     def add_status_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener`` with a new ``status()`` whenever it changes in a way users see."""
+        ...
+
+
+@runtime_checkable
+class EndpointTransport(Protocol):
+    """A transport that can also publish per-contact endpoint onions with client
+    authorisation and withdraw the identity onion (Tor: transport/tor.py)."""
+
+    async def add_endpoint(self, key: EndpointKey, authorized_client_x25519_pub: bytes) -> str:
+        """Publish an endpoint onion only the holder of the matching X25519 key can reach."""
+        ...
+
+    async def remove_endpoint(self, onion: str) -> None: ...
+
+    async def add_client_auth(self, onion: str, x25519_private: bytes) -> None:
+        """Let our dials reach a contact's endpoint onion."""
+        ...
+
+    async def remove_client_auth(self, onion: str) -> None: ...
+
+    async def set_identity_published(self, published: bool) -> None:
+        """Withdraw (False: invisible) or publish the identity onion."""
+        ...
+
+    def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
+        """How to dial any onion address (a contact's endpoint onion)."""
         ...

@@ -201,6 +201,23 @@ class Hello(Message):
     """The first message of each side on every link between contacts: "I know you"."""
 
 
+@message(5)
+@dataclass(frozen=True)
+class EndpointAuth(Message):
+    """ "Publish an endpoint onion for me, reachable with this X25519 client-auth key"."""
+
+    client_auth_public: Annotated[bytes, Bytes(exact=32)]
+
+
+@message(6)
+@dataclass(frozen=True)
+class EndpointOffer(Message):
+    """The Ed25519 public key of the endpoint onion the sender publishes for the receiver
+    (authorised for the receiver's last EndpointAuth key): dial this from now on."""
+
+    service_public: Annotated[bytes, Bytes(exact=32)]
+
+
 # A stranger's note: 280 characters of up to 4 UTF-8 bytes each.
 MAX_REQUEST_BYTES = 1120
 
