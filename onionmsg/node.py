@@ -26,6 +26,7 @@ from onionmsg.crypto.identity import Identity, parse_onion_address
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
+from onionmsg.delivery.restart import opens_a_session, reseal_outbox
 from onionmsg.delivery.retry import RetryTimer
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
@@ -38,6 +39,7 @@ from onionmsg.session.link import (
     MessageReceived,
     Role,
 )
+from onionmsg.session.twin import TwinDetector
 from onionmsg.store.db import Contact, OutboxEntry, Status, Store, StoredMessage
 from onionmsg.transport.base import Transport
 from onionmsg.transport.stream import LinkProtocol
@@ -49,6 +51,7 @@ from onionmsg.wire.messages import (
     Ack,
     Envelope,
     Message,
+    SessionRequest,
     SessionStart,
     TextContent,
     decode,
@@ -56,6 +59,10 @@ from onionmsg.wire.messages import (
 )
 
 log = Logger()
+_TWIN_WARNING = (
+    "another running instance of this identity (the same backup restored twice?) dialled "
+    "our address: contacts reach one or the other and messages get lost; stop one of them"
+)
 SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
 
 Snapshot = dict[str, Any]
@@ -110,6 +117,7 @@ class Node:
         self._loop_in: LinkProtocol | None = None
         self._loop_connector = Connector(clock, self._dial_self, self._rng)
         self._loops_written = 0
+        self._twins = TwinDetector()
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -168,6 +176,17 @@ class Node:
             "contacts": len(self._peers),
             "online": sum(1 for p in self._peers.values() if p.link is not None),
             "cover": self._cover_status(),
+            "twin": self._twin_status(),
+        }
+
+    def _twin_status(self) -> Snapshot | None:
+        """Another running instance of this identity, if one was noticed (session/twin.py)."""
+        if self._twins.first_seen_ms is None or self._twins.last_seen_ms is None:
+            return None
+        return {
+            "first_seen": _iso(self._twins.first_seen_ms),
+            "last_seen": _iso(self._twins.last_seen_ms),
+            "links": self._twins.count,
         }
 
     def _cover_status(self) -> Snapshot:
@@ -390,8 +409,12 @@ class Node:
     def _attach(self, protocol: LinkProtocol, address: str) -> None:
         if address == self.identity.onion_address:
             if protocol.link.role is Role.INITIATOR:
+                self._twins.dialled(protocol.link.handshake_hash)
                 self._loop_out = protocol
                 self._loop_connector.link_established()
+            elif self._twins.answered(protocol.link.handshake_hash, self._now_ms()):
+                log.warn(_TWIN_WARNING)
+                self._notify({"event": "twin", **(self._twin_status() or {})})
             else:
                 self._loop_in = protocol
             return
@@ -413,6 +436,8 @@ class Node:
         self._notify({"event": "contact", **self._contact_snapshot(peer)})
         for entry in self._store.outbox(peer.contact.id):
             self._transmit(peer, entry)
+        if self._session_lost(peer.contact):
+            self._send(protocol, SessionRequest())  # restored from a backup, say
 
     def _preferred(self, current: LinkProtocol, new: LinkProtocol) -> LinkProtocol:
         """Both ends keep the same one of two links: the one dialled by the smaller address."""
@@ -476,6 +501,8 @@ class Node:
             updated = self._store.acknowledge(peer.contact.id, message.message_id)
             if updated is not None:
                 self._notify(self._message_snapshot(updated))
+        elif isinstance(message, SessionRequest):
+            self._on_session_request(peer)
 
     def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
         contact = peer.contact
@@ -492,6 +519,8 @@ class Node:
             # Not acknowledged: the contact keeps it and sends it again later. Nothing is
             # logged about the content or the keys.
             log.warn("an envelope from a contact could not be opened: {error}", error=error)
+            if self._session_lost(contact):
+                self._send(protocol, SessionRequest())
             return
         text = content.text if isinstance(content, TextContent) else None
         sent_at = content.sent_at if isinstance(content, TextContent) else 0
@@ -510,7 +539,9 @@ class Node:
         self._send(protocol, Ack(envelope.message_id))
         if stored is not None:
             self._notify(self._message_snapshot(stored))
-        if isinstance(content, SessionStart) or not had_session:
+        if isinstance(content, SessionStart) and had_session:
+            self._restart_session(peer, ratchet)  # the contact lost the old one
+        elif isinstance(content, SessionStart) or not had_session:
             self._seal_waiting(peer, ratchet)
 
     def _seal_waiting(self, peer: _Peer, ratchet: Ratchet) -> None:
@@ -533,6 +564,40 @@ class Node:
             for entry in self._store.outbox(contact.id):
                 if entry.id in {entry_id for entry_id, _ in sealed}:
                     self._transmit(peer, entry)
+
+    def _session_lost(self, contact: Contact) -> bool:
+        """We are the pair's responder and hold no session: only the contact can open one."""
+        their_key = parse_onion_address(contact.address)
+        if is_initiator(self.identity.public_key, their_key):
+            return False
+        return self._store.ratchet_state(contact.id) is None
+
+    def _on_session_request(self, peer: _Peer) -> None:
+        """The contact has no session with us: open a new one, unless ours is on its way."""
+        their_key = parse_onion_address(peer.contact.address)
+        if not is_initiator(self.identity.public_key, their_key):
+            return  # only the initiator opens sessions
+        outbox = self._store.outbox(peer.contact.id)
+        if any(e.envelope is not None and opens_a_session(e.envelope) for e in outbox):
+            return  # the contact will have it once that envelope arrives
+        self._restart_session(peer, None)
+
+    def _restart_session(self, peer: _Peer, ratchet: Ratchet | None) -> None:
+        """A new session replaces a lost one (``ratchet`` None: we open it): seal again,
+        under it, all the contact has not acknowledged, and send that (delivery/restart.py)."""
+        contact = peer.contact
+        ratchet, entries = reseal_outbox(
+            self.identity,
+            parse_onion_address(contact.address),
+            ratchet,
+            self._store.outbox(contact.id),
+            lambda message_id: self._store.outgoing_message(contact.id, message_id),
+            self._now_ms(),
+        )
+        self._store.replace_outbox(contact.id, entries, ratchet.to_json())
+        if peer.link is not None:
+            for entry in self._store.outbox(contact.id):
+                self._transmit(peer, entry)
 
     # -- snapshots ---------------------------------------------------------------------------
 
