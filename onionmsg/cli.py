@@ -431,6 +431,12 @@ def describe_status(status: dict[str, Any]) -> str:
         f"queue:     {cover['queued_cells']} cells (oldest {cover['oldest_queued_s']:.3g} s)",
         f"store:     {'passphrase-protected' if status['passphrase'] else 'NOT protected'}",
     ]
+    twin = status.get("twin")
+    if twin:
+        lines.append(
+            f"WARNING:   another running instance of this identity reached us "
+            f"({twin['links']} times, last {twin['last_seen']}): stop one of them"
+        )
     return "\n".join(lines)
 
 
