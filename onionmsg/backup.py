@@ -109,8 +109,16 @@ def take_backup(store: Store, *, history: bool, now_ms: int) -> Backup:
         identity = store.identity()
         meta = tuple(sorted((k, v) for k, v in store.meta_items() if k not in _META_NOT_COPIED))
         names = CONTACT_TABLES + (HISTORY_TABLES if history else ())
-        tables = tuple(Table(name, *store.dump_table(name)) for name in names)
+        tables = tuple(_without_expiring(Table(name, *store.dump_table(name))) for name in names)
     return Backup(SCHEMA_VERSION, now_ms, identity.seed, meta, tables)
+
+
+def _without_expiring(table: Table) -> Table:
+    """Disappearing messages stay out of backups: a file outlives their expiry."""
+    if "expires_at" not in table.columns:
+        return table
+    column = table.columns.index("expires_at")
+    return Table(table.name, table.columns, tuple(r for r in table.rows if r[column] is None))
 
 
 def restore_backup(store: Store, backup: Backup, *, now_ms: int) -> None:
