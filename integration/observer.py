@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stem.control import Controller, Listener
+
 from integration.users import wait_for
 
 _SOCKET = re.compile(r"(\S+):(\d+)\s+(\S+):(\d+|\*)\s+users:\(.*\bpid=(\d+),")
@@ -49,9 +51,10 @@ class Observer:
         listening = {local for local, _ in _sockets(pid, "-l")}
         assert len(listening) == 1, f"expected one onion-service port, found {listening}"
         (self.listen_port,) = listening
-        peers = {peer for local, peer in _sockets(pid) if local != self.listen_port}
-        socks = peers - {tor_control_port}
-        assert len(socks) == 1, f"expected links through one SOCKS port, found {socks}"
+        with Controller.from_port(address="127.0.0.1", port=tor_control_port) as controller:
+            controller.authenticate()
+            socks = {port for _, port in controller.get_listeners(Listener.SOCKS)}
+        assert len(socks) == 1, f"expected tor to have one SOCKS port, found {socks}"
         (self.socks_port,) = socks
         self._output = directory / f"observer-{pid}.txt"
         self._process: subprocess.Popen[bytes] | None = None

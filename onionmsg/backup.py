@@ -55,7 +55,7 @@ _MAX_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
 
 # Every table of the store is classified, so that a new table cannot be left out (or put
 # in) by accident: tests/test_backup.py checks that this covers the whole schema.
-CONTACT_TABLES = ("contacts",)  # in insertion order (foreign keys)
+CONTACT_TABLES = ("contacts", "requests")  # in insertion order (foreign keys)
 HISTORY_TABLES = ("messages",)
 NOT_BACKED_UP = {
     "ratchets": "live session keys: reusing them would reuse message keys",

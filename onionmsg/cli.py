@@ -164,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--tcp", metavar="HOST:PORT", help="(development) the contact's tcp transport endpoint"
     )
+    add.add_argument(
+        "--message",
+        default="",
+        help="a short note shown to them with your contact request (if they don't know you)",
+    )
+    for action, text in (
+        ("block", "refuse a contact (or any address): nothing in, nothing out, no requests"),
+        ("unblock", "undo block"),
+    ):
+        blocking = contact_commands.add_parser(action, help=text)
+        blocking.add_argument("contact", metavar="CONTACT", help="a contact's name or address")
     verify = contact_commands.add_parser(
         "verify", help="show the safety number to compare with a contact, and mark them verified"
     )
@@ -210,6 +221,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="read the backup's passphrase from this file's first line",
     )
+
+    requests = commands.add_parser(
+        "requests", help="contact requests from people you have not added (list, answer)"
+    )
+    requests.add_argument("--json", action="store_true", help="one JSON object per line")
+    request_commands = requests.add_subparsers(dest="requests_command", metavar="ACTION")
+    for action, text in (
+        ("accept", "make the requester a contact"),
+        ("reject", "drop the request (their requests are ignored for a week)"),
+        ("block", "drop the request and everything from that address, for good"),
+    ):
+        answer = request_commands.add_parser(action, help=text)
+        answer.add_argument("id", metavar="ID", type=int, help="the request's id")
+        if action == "accept":
+            answer.add_argument("--name", help="a name of your choosing for this contact")
+
+    settings = commands.add_parser("settings", help="change a setting of the running daemon")
+    setting_commands = settings.add_subparsers(dest="setting", metavar="SETTING", required=True)
+    block_unknown = setting_commands.add_parser(
+        "block-unknown", help="on: refuse every contact request (contacts still reach you)"
+    )
+    block_unknown.add_argument("value", choices=("on", "off"))
 
     send = commands.add_parser("send", help="send a message")
     send.add_argument("contact", metavar="CONTACT", help="a contact's name or onion address")
@@ -427,6 +460,8 @@ def describe_status(status: dict[str, Any]) -> str:
         f"listening: {status['listening']}",
         f"network:   {state}",
         f"contacts:  {status['contacts']} ({status['online']} online)",
+        f"requests:  {status['requests']} pending"
+        + ("; refusing new ones (block-unknown)" if status["block_unknown"] else ""),
         f"cover:     {cover_line}",
         f"queue:     {cover['queued_cells']} cells (oldest {cover['oldest_queued_s']:.3g} s)",
         f"store:     {'passphrase-protected' if status['passphrase'] else 'NOT protected'}",
@@ -456,9 +491,22 @@ def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
     with ControlClient(home.control_socket) as client:
         if args.contacts_command == "add":
             contact = client.call(
-                "contacts.add", address=args.address, name=args.name, tcp=args.tcp
+                "contacts.add",
+                address=args.address,
+                name=args.name,
+                tcp=args.tcp,
+                message=args.message,
             )
             print(f"added {contact['name']} ({contact['address']})")
+            if not contact["accepted"]:
+                print(
+                    "They see your request the next time both of you are online; "
+                    "messages wait until they accept."
+                )
+            return 0
+        if args.contacts_command in ("block", "unblock"):
+            result = client.call(f"contacts.{args.contacts_command}", contact=args.contact)
+            print(f"{args.contacts_command}ed {result.get('name', result['address'])}")
             return 0
         if args.contacts_command == "verify":
             return _verify(client, args)
@@ -472,8 +520,43 @@ def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
                 _print_json(contact)
             else:
                 state = "online" if contact["online"] else "offline"
+                if contact["blocked"]:
+                    state = "blocked"
+                elif not contact["accepted"]:
+                    state += ", request not answered yet"
                 mark = "  verified" if contact["verified"] else ""
                 print(f"{contact['name']:<20} {contact['address']}  {state}{mark}")
+    return 0
+
+
+def cmd_requests(home: Home, args: argparse.Namespace) -> int:
+    with ControlClient(home.control_socket) as client:
+        if args.requests_command is None:
+            for request in client.call("requests.list"):
+                if args.json:
+                    _print_json(request)
+                else:
+                    # The note is a stranger's text: shown as a repr, so nothing in it can
+                    # act on the terminal.
+                    print(f"{request['id']:>4}  {request['time']}  {request['address']}")
+                    if request["message"]:
+                        print(f"      {request['message']!r}")
+            return 0
+        params: dict[str, Any] = {"id": args.id}
+        if args.requests_command == "accept" and args.name:
+            params["name"] = args.name
+        result = client.call(f"requests.{args.requests_command}", **params)
+    if args.requests_command == "accept":
+        print(f"accepted: {result['name']} ({result['address']}) is a contact now")
+    else:
+        print(f"request {args.id}: {result['state']}")
+    return 0
+
+
+def cmd_settings(home: Home, args: argparse.Namespace) -> int:
+    with ControlClient(home.control_socket) as client:
+        client.call("settings.block_unknown", on=args.value == "on")
+    print(f"block-unknown: {args.value}")
     return 0
 
 
@@ -622,6 +705,8 @@ COMMANDS = {
     "passwd": cmd_passwd,
     "status": cmd_status,
     "contacts": cmd_contacts,
+    "requests": cmd_requests,
+    "settings": cmd_settings,
     "send": cmd_send,
     "export": cmd_export,
     "import": cmd_import,

@@ -16,18 +16,32 @@ from typing import Any
 
 import nacl.utils
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from onionmsg.crypto.identity import Identity, parse_onion_address
+from onionmsg.contacts.requests import (
+    MAX_PENDING,
+    MAX_STRANGERS,
+    REQUEST_WAIT,
+    Action,
+    Known,
+    RequestState,
+    Verdict,
+    clean_message,
+    decide,
+    request_gate,
+    transition,
+)
+from onionmsg.crypto.identity import Identity, normalize_onion_address, parse_onion_address
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.restart import opens_a_session, reseal_outbox
 from onionmsg.delivery.retry import RetryTimer
+from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
 from onionmsg.session.connector import Connector
@@ -40,7 +54,14 @@ from onionmsg.session.link import (
     Role,
 )
 from onionmsg.session.twin import TwinDetector
-from onionmsg.store.db import Contact, OutboxEntry, Status, Store, StoredMessage
+from onionmsg.store.db import (
+    Contact,
+    ContactRequestRow,
+    OutboxEntry,
+    Status,
+    Store,
+    StoredMessage,
+)
 from onionmsg.transport.base import Transport
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
@@ -49,6 +70,7 @@ from onionmsg.wire.messages import (
     MAX_TEXT_BYTES,
     MESSAGE_ID_SIZE,
     Ack,
+    ContactRequest,
     Envelope,
     Message,
     SessionRequest,
@@ -64,6 +86,13 @@ _TWIN_WARNING = (
     "our address: contacts reach one or the other and messages get lost; stop one of them"
 )
 SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
+# Inbound connections still in the handshake (anyone can open them): more are refused at
+# once, so a flood costs a bounded number of sockets for at most HANDSHAKE_TIMEOUT.
+MAX_HANDSHAKING = 64
+# Envelopes one contact may make us open and store: a burst, then a steady rate. Past it
+# they are not acknowledged (so not lost: the contact resends later), and cost no crypto.
+INBOUND_BURST = 500
+INBOUND_PER_SECOND = 100
 
 Snapshot = dict[str, Any]
 Subscriber = Callable[[Snapshot], None]
@@ -77,11 +106,35 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+def _request_snapshot(row: ContactRequestRow) -> Snapshot:
+    return {
+        "id": row.id,
+        "address": row.address,
+        "message": row.message,
+        "time": _iso(row.received_at),
+        "updated": _iso(row.updated_at),
+        "state": row.state,
+    }
+
+
+class _InboundFactory(Factory[LinkProtocol]):
+    """Builds the responder side of each inbound link; ``build`` may refuse (None)."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], LinkProtocol | None]) -> None:
+        self._build = build
+
+    def buildProtocol(self, addr: IAddress | None) -> LinkProtocol | None:
+        return self._build()
+
+
 @dataclass
 class _Peer:
     contact: Contact
     connector: Connector
     retry: RetryTimer
+    inbound: TokenBucket
     link: LinkProtocol | None = None
 
 
@@ -118,6 +171,11 @@ class Node:
         self._loop_connector = Connector(clock, self._dial_self, self._rng)
         self._loops_written = 0
         self._twins = TwinDetector()
+        # Links from addresses that are not (or no longer) contacts: held until their
+        # ContactRequest arrives or REQUEST_WAIT passes, then closed the same way always.
+        self._strangers: dict[LinkProtocol, IDelayedCall] = {}
+        self._request_gate = request_gate(clock)
+        self._handshaking: set[LinkProtocol] = set()  # inbound links before LinkEstablished
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -134,8 +192,7 @@ class Node:
         self._transport.add_status_listener(
             lambda status: self._notify({"event": "network", **status})
         )
-        factory = Factory.forProtocol(self._inbound_protocol)
-        factory.noisy = False
+        factory = _InboundFactory(self._inbound_protocol)
         self._listening = await self._transport.listen(factory)
         self._running = True
         self._sweeper = LoopingCall(self._sweep)
@@ -145,7 +202,9 @@ class Node:
         if self._scheduler.profile.loop_rate > 0:
             self._loop_connector.start()
         for contact in self._store.contacts():
-            self._add_peer(contact).connector.start()
+            peer = self._add_peer(contact)
+            if not contact.blocked:
+                peer.connector.start()
         return self._listening
 
     async def stop(self) -> None:
@@ -157,6 +216,8 @@ class Node:
         for loop in (self._loop_out, self._loop_in):
             if loop is not None:
                 loop.close("node stopping")
+        for stranger in list(self._strangers):
+            stranger.close("node stopping")
         for peer in self._peers.values():
             peer.connector.stop()
             peer.retry.cancel()
@@ -175,6 +236,8 @@ class Node:
             "network": self._transport.status(),
             "contacts": len(self._peers),
             "online": sum(1 for p in self._peers.values() if p.link is not None),
+            "requests": len(self._store.requests()),
+            "block_unknown": self._block_unknown(),
             "cover": self._cover_status(),
             "twin": self._twin_status(),
         }
@@ -217,13 +280,20 @@ class Node:
                 self._loop_out.close("loop cover traffic off")
         return self._cover_status()
 
-    def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
+    def add_contact(
+        self, address: str, name: str | None, tcp_endpoint: str | None, message: str = ""
+    ) -> Snapshot:
+        """Add a contact; until they answer, each link to them carries our request with
+        ``message`` (they see it only if they do not know us yet)."""
         public_key = parse_onion_address(address)
         if public_key == self.identity.public_key:
             raise SendError("that is your own address")
         if tcp_endpoint is not None:
             parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
-        contact = self._store.add_contact(address, name, tcp_endpoint, self._now_ms())
+        note = clean_message(message)
+        contact = self._store.add_contact(
+            address, name, tcp_endpoint, self._now_ms(), request_message=note
+        )
         peer = self._add_peer(contact)
         # The initiator of the pair opens the ratchet session right away, so the contact
         # can encrypt to us as soon as this first envelope reaches them.
@@ -262,6 +332,65 @@ class Node:
 
     def contacts(self) -> list[Snapshot]:
         return [self._contact_snapshot(peer) for peer in self._peers.values()]
+
+    # -- who may reach us --------------------------------------------------------------------
+
+    def requests(self) -> list[Snapshot]:
+        return [_request_snapshot(row) for row in self._store.requests()]
+
+    def answer_request(self, request_id: int, action: Action, name: str | None = None) -> Snapshot:
+        """Accept (the address becomes a contact), reject (ignored for a week) or block."""
+        row = self._store.request_by_id(request_id)
+        new_state = transition(RequestState(row.state), action)
+        if new_state is None:
+            return self.add_contact(row.address, name, None)
+        self._store.set_request_state(row.id, new_state.value, self._now_ms())
+        return _request_snapshot(self._store.request_by_id(row.id))
+
+    def block(self, ref: str) -> Snapshot:
+        """Block a contact (links refused, nothing sent or received) or any address."""
+        contact = self._store.find_contact(ref, missing_ok=True)
+        if contact is None:
+            address = normalize_onion_address(ref)
+            self._store.block_address(address, self._now_ms())
+            return {"address": address, "blocked": True}
+        self._store.set_blocked(contact.id, True)
+        peer = self._refresh(contact.id)
+        peer.connector.stop()
+        peer.retry.cancel()
+        if peer.link is not None:
+            peer.link.close("not a contact")
+        return self._contact_snapshot(peer)
+
+    def unblock(self, ref: str) -> Snapshot:
+        contact = self._store.find_contact(ref, missing_ok=True)
+        if contact is None:
+            address = normalize_onion_address(ref)
+            row = self._store.request_for(address)
+            if row is None or row.state != RequestState.BLOCKED:
+                raise SendError(f"{address} is not blocked")
+            self._store.forget_request(row.id)
+            return {"address": address, "blocked": False}
+        self._store.set_blocked(contact.id, False)
+        peer = self._refresh(contact.id)
+        if self._running:
+            peer.connector.start()
+        return self._contact_snapshot(peer)
+
+    def set_block_unknown(self, on: bool) -> Snapshot:
+        """Refuse every request from strangers (contacts still reach us)."""
+        self._store.set_setting("block_unknown", int(on))
+        return {"block_unknown": on}
+
+    def _block_unknown(self) -> bool:
+        return bool(self._store.setting("block_unknown", 0))
+
+    def _refresh(self, contact_id: int) -> _Peer:
+        contact = self._store.contact_by_id(contact_id)
+        peer = self._peers[contact.address]
+        peer.contact = contact
+        self._contacts_by_id[contact.id] = contact
+        return peer
 
     def send(self, contact_ref: str, text: str) -> Snapshot:
         if not text:
@@ -307,6 +436,8 @@ class Node:
             assert peer.link is not None and sealing.envelope is not None
             self._send(peer.link, decode(sealing.envelope))
             peer.retry.arm()
+        elif sealing.content is not None and peer.link is not None:
+            self._send(peer.link, SessionRequest())  # we are the responder, with no session
         return stored
 
     def _send(self, protocol: LinkProtocol, message: Message) -> None:
@@ -354,7 +485,8 @@ class Node:
     def _add_peer(self, contact: Contact) -> _Peer:
         connector = Connector(self._clock, lambda: self._dial(contact), self._rng)
         retry = RetryTimer(self._clock, lambda: self._resend(contact.address), self._rng)
-        peer = _Peer(contact, connector, retry)
+        inbound = TokenBucket(self._clock, INBOUND_BURST, 1 / INBOUND_PER_SECOND)
+        peer = _Peer(contact, connector, retry, inbound)
         self._peers[contact.address] = peer
         self._contacts_by_id[contact.id] = contact
         return peer
@@ -370,8 +502,13 @@ class Node:
             self._send(peer.link, decode(entry.envelope))
         return bool(sealed)
 
-    def _inbound_protocol(self) -> LinkProtocol:
-        return LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
+    def _inbound_protocol(self) -> LinkProtocol | None:
+        if len(self._handshaking) >= MAX_HANDSHAKING:
+            log.debug("refusing a connection: {n} handshakes under way", n=MAX_HANDSHAKING)
+            return None
+        protocol = LinkProtocol(Link.responder(self.identity, self._clock), self._on_link_events)
+        self._handshaking.add(protocol)
+        return protocol
 
     def _dial_self(self) -> None:
         """Dial our own address (the loop link), through the same transport as a contact."""
@@ -399,6 +536,8 @@ class Node:
 
     def _on_link_events(self, protocol: LinkProtocol, events: list[LinkEvent]) -> None:
         for event in events:
+            if isinstance(event, LinkEstablished | LinkClosed):
+                self._handshaking.discard(protocol)
             if isinstance(event, LinkEstablished):
                 self._attach(protocol, event.remote_address)
             elif isinstance(event, MessageReceived):
@@ -419,10 +558,8 @@ class Node:
                 self._loop_in = protocol
             return
         peer = self._peers.get(address)
-        if peer is None:
-            # Contact requests (consent before any conversation) come with issue 7; until
-            # then a stranger gets nothing but a closed link.
-            protocol.close("not a contact")
+        if peer is None or peer.contact.blocked:
+            self._hold_stranger(protocol)
             return
         if peer.link is not None and peer.link is not protocol:
             keep = self._preferred(peer.link, protocol)
@@ -432,12 +569,66 @@ class Node:
             if keep is not protocol:
                 return
         peer.link = protocol
-        peer.connector.link_established()
+        if peer.contact.accepted:
+            peer.connector.link_established()
+        else:
+            # They may not know us yet: ask, on every link until they answer once. The
+            # connector stays in "dialing", so a link they close ends in a backoff, not a
+            # quick redial.
+            self._send(protocol, ContactRequest(peer.contact.request_message))
         self._notify({"event": "contact", **self._contact_snapshot(peer)})
-        for entry in self._store.outbox(peer.contact.id):
+        outbox = self._store.outbox(peer.contact.id)
+        for entry in outbox:
             self._transmit(peer, entry)
-        if self._session_lost(peer.contact):
-            self._send(protocol, SessionRequest())  # restored from a backup, say
+        if any(e.content is not None for e in outbox) and self._session_lost(peer.contact):
+            self._send(protocol, SessionRequest())  # we have something to say, and no session
+
+    def _hold_stranger(self, protocol: LinkProtocol) -> None:
+        if len(self._strangers) >= MAX_STRANGERS:
+            protocol.close("not a contact")
+            return
+        self._strangers[protocol] = self._clock.callLater(
+            REQUEST_WAIT, lambda: self._stranger_done(protocol, "")
+        )
+
+    def _stranger_done(self, protocol: LinkProtocol, text: str) -> None:
+        """The stranger's request is in (or its time is up): decide, then close the link.
+        The link closes the same way whatever we decide: the stranger learns nothing."""
+        timer = self._strangers.pop(protocol, None)
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        protocol.close("not a contact")
+        address = protocol.link.remote_address
+        if address is None:
+            return
+        contact = self._store.find_contact(address, missing_ok=True)
+        if contact is not None:
+            return  # a contact now (added meanwhile) or a blocked one: no request
+        row = self._store.request_for(address)
+        now = self._now_ms()
+        known = Known(RequestState(row.state), row.updated_at) if row is not None else None
+        verdict = decide(
+            known,
+            block_unknown=self._block_unknown(),
+            now_ms=now,
+            # Only new requests spend a token: refreshing a pending one costs nothing.
+            gate_open=known is not None or self._request_gate.allow(),
+        )
+        if verdict is Verdict.DROP:
+            return
+        request, dropped = self._store.record_request(
+            address, clean_message(text), now, max_pending=MAX_PENDING
+        )
+        if dropped:
+            log.info(
+                "dropped {n} oldest contact requests (at most {max})",
+                n=len(dropped),
+                max=MAX_PENDING,
+            )
+        if verdict is Verdict.NEW:
+            self._notify({"event": "request", **_request_snapshot(request)})
 
     def _preferred(self, current: LinkProtocol, new: LinkProtocol) -> LinkProtocol:
         """Both ends keep the same one of two links: the one dialled by the smaller address."""
@@ -452,6 +643,9 @@ class Node:
         return min((current, new), key=dialer)
 
     def _detach(self, protocol: LinkProtocol, event: LinkClosed) -> None:
+        if protocol in self._strangers:
+            self._stranger_done(protocol, "")
+            return
         address = protocol.link.remote_address
         if address == self.identity.onion_address:
             if protocol is self._loop_in:
@@ -472,8 +666,11 @@ class Node:
             peer.link = None
             peer.retry.cancel()
             self._scheduler.forget(peer.contact.address)
-            if self._running:
-                peer.connector.link_lost()
+            if self._running and not peer.contact.blocked:
+                if peer.connector.state == "dialing":
+                    peer.connector.dial_failed()  # our request was heard, not yet answered
+                else:
+                    peer.connector.link_lost()
             self._notify({"event": "contact", **self._contact_snapshot(peer)})
         elif protocol.link.role is Role.INITIATOR and self._running and peer.link is None:
             # Our dial got a connection but no link (refused, or a failed handshake).
@@ -490,11 +687,20 @@ class Node:
             self._notify(self._message_snapshot(updated))
 
     def _on_message(self, protocol: LinkProtocol, event: MessageReceived) -> None:
+        if protocol in self._strangers:
+            if isinstance(event.message, ContactRequest):
+                self._stranger_done(protocol, event.message.text)
+            return  # nothing else from a stranger is read
         address = protocol.link.remote_address
         peer = self._peers.get(address) if address else None
         if peer is None or peer.link is not protocol:
             return  # a link we are dropping: the peer will resend on the kept one
         message = event.message
+        if isinstance(message, Envelope | Ack) and not peer.contact.accepted:
+            # They answered: they know us. Stop asking; the link is an ordinary one now.
+            self._store.set_accepted(peer.contact.id)
+            peer = self._refresh(peer.contact.id)
+            peer.connector.link_established()
         if isinstance(message, Envelope):
             self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):
@@ -506,6 +712,8 @@ class Node:
 
     def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
         contact = peer.contact
+        if not peer.inbound.allow():
+            return  # a flood: not acknowledged, so the contact sends it again later
         if self._store.was_received(contact.id, envelope.message_id):
             self._send(protocol, Ack(envelope.message_id))  # a redelivery: our Ack was lost
             return
@@ -614,7 +822,9 @@ class Node:
             "online": peer.link is not None,
             "verified": contact.verified,
             "expire_seconds": contact.expire_seconds,
-            "connection": peer.connector.state,
+            "connection": "blocked" if contact.blocked else peer.connector.state,
+            "accepted": contact.accepted,
+            "blocked": contact.blocked,
             "tcp": contact.tcp_endpoint,
         }
 

@@ -148,7 +148,7 @@ def test_a_backup_holds_no_ratchet_state_and_no_outbox(tmp_path: Path) -> None:
     taken = take_backup(store, history=True, now_ms=NOW)
     plaintext = backup_module._encode(taken)
     assert b"old" not in plaintext and b"sealed" not in plaintext
-    assert {t.name for t in taken.tables} == {"contacts", "messages"}
+    assert {t.name for t in taken.tables} == {"contacts", "requests", "messages"}
 
 
 def test_wrong_passphrase_is_a_clear_error(tmp_path: Path) -> None:

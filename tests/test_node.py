@@ -16,8 +16,11 @@ from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
+import onionmsg.node as node_module
 from onionmsg.cli import describe_status
+from onionmsg.contacts.requests import Action, RequestError
 from onionmsg.crypto.identity import Identity
+from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Contact, Store
@@ -210,14 +213,105 @@ def test_messages_wait_for_an_offline_contact(world: World, alice_seed: int, bob
     assert texts(bob, "in")[-1] == ("and again", "received")
 
 
-def test_strangers_get_a_closed_link_and_nothing_stored(world: World) -> None:
+def test_a_stranger_becomes_a_pending_request_never_a_conversation(world: World) -> None:
     alice, mallory = world.node("alice", 1), world.node("mallory", 3)
-    mallory.add_contact(alice.identity.onion_address, "alice", None)
+    mallory.add_contact(alice.identity.onion_address, "alice", None, "hi, it's \x1b[31mM")
     mallory.send("alice", "let me in")
     world.settle()
-    assert alice.messages() == []
+    assert alice.messages() == [] and alice.contacts() == []
+    (request,) = alice.requests()
+    assert request["address"] == mallory.identity.onion_address
+    assert request["message"] == "hi, it's [31mM"
+    assert request["state"] == "pending"
+    (event,) = [e for e in world.events["alice"] if e["event"] == "request"]
+    assert (event["id"], event["address"], event["message"]) == (
+        request["id"],
+        request["address"],
+        request["message"],
+    )
+    # Mallory's message waits; the link was closed; nothing tells Mallory what alice did.
     assert texts(mallory, "out") in ([("let me in", "queued")], [("let me in", "sent")])
-    assert mallory.contacts()[0]["online"] is False
+    assert mallory.contacts()[0]["accepted"] is False
+    # Knocking again refreshes the one request, silently.
+    world.settle(120)
+    assert len(alice.requests()) == 1
+    assert len([e for e in world.events["alice"] if e["event"] == "request"]) == 1
+
+
+def test_accepting_a_request_starts_the_conversation(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    bob.add_contact(alice.identity.onion_address, "alice", None, "bob from the conference")
+    bob.send("alice", "hello alice")
+    world.settle()
+    (request,) = alice.requests()
+    contact = alice.answer_request(request["id"], Action.ACCEPT, name="bob")
+    assert contact["accepted"] is True and contact["name"] == "bob"
+    world.settle(130)  # bob's node redials within its backoff
+    assert alice.requests() == []
+    assert texts(alice, "in") == [("hello alice", "received")]
+    assert texts(bob, "out") == [("hello alice", "delivered")]
+    assert bob.contacts()[0]["accepted"] is True
+    alice.send("bob", "welcome")
+    world.settle()
+    assert texts(bob, "in") == [("welcome", "received")]
+
+
+def test_rejected_and_blocked_strangers_are_dropped_silently(world: World) -> None:
+    alice, mallory, eve = world.node("alice", 1), world.node("mallory", 3), world.node("eve", 4)
+    for stranger in (mallory, eve):
+        stranger.add_contact(alice.identity.onion_address, "alice", None, "knock")
+    world.settle()
+    by_address = {r["address"]: r for r in alice.requests()}
+    alice.answer_request(by_address[mallory.identity.onion_address]["id"], Action.REJECT)
+    alice.answer_request(by_address[eve.identity.onion_address]["id"], Action.BLOCK)
+    events_before = len(world.events["alice"])
+    world.settle(600)  # both keep knocking
+    assert alice.requests() == []
+    assert len(world.events["alice"]) == events_before
+    with pytest.raises(RequestError):
+        alice.answer_request(by_address[eve.identity.onion_address]["id"], Action.ACCEPT)
+
+
+def test_block_unknown_refuses_every_stranger_but_not_contacts(world: World) -> None:
+    alice, bob, mallory = world.node("alice", 1), world.node("bob", 2), world.node("mallory", 3)
+    alice.set_block_unknown(True)
+    assert alice.status()["block_unknown"] is True
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    mallory.add_contact(alice.identity.onion_address, "alice", None, "knock")
+    bob.send("alice", "still here")
+    world.settle(10)
+    assert alice.requests() == []
+    assert texts(alice, "in") == [("still here", "received")]
+
+
+def test_a_blocked_contact_is_cut_off_until_unblocked(world: World) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    assert alice.contacts()[0]["online"]
+    snapshot = alice.block("bob")
+    assert snapshot["blocked"] is True and snapshot["online"] is False
+    bob.send("alice", "are you there?")
+    world.settle(200)
+    assert texts(alice, "in") == [] and alice.requests() == []
+    assert alice.contacts()[0]["online"] is False
+    alice.unblock("bob")
+    world.settle(130)
+    assert texts(alice, "in") == [("are you there?", "received")]
+
+
+def test_pending_requests_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(node_module, "request_gate", lambda clock: TokenBucket(clock, 99, 1.0))
+    alice = world.node("alice", 1)
+    strangers = [world.node(f"s{i}", 10 + i) for i in range(5)]
+    for i, stranger in enumerate(strangers):
+        stranger.add_contact(alice.identity.onion_address, "alice", None, f"note {i}")
+        world.settle(1)
+    kept = [r["message"] for r in alice.requests()]
+    assert len(kept) == 3 and "note 4" in kept  # the oldest went (and knock again)
 
 
 def test_expiring_messages_are_deleted_on_both_sides(world: World) -> None:
@@ -345,3 +439,21 @@ def test_people_read_the_cover_profile_its_cost_and_wait_in_status(world: World)
     assert "cover:     off: cells leave at once, no cover traffic" in describe_status(
         alice.status()
     )
+
+
+def test_a_flooding_contact_is_throttled_and_nothing_is_lost(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "INBOUND_BURST", 10)
+    monkeypatch.setattr(node_module, "INBOUND_PER_SECOND", 1)
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    for i in range(40):
+        bob.send("alice", f"flood {i}")
+    world.settle(1)
+    assert len(texts(alice, "in")) <= 10 + 2  # the burst, then about one a second
+    world.settle(900)  # the unacknowledged rest comes again, within the rate
+    assert [t for t, _ in texts(alice, "in")] == [f"flood {i}" for i in range(40)]
+    assert {s for _, s in texts(bob, "out")} == {"delivered"}

@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from onionmsg.contacts.requests import Action
 from onionmsg.errors import OnionmsgError
 from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
@@ -54,8 +55,26 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         address = _text(params, "address")
         assert address is not None
         return node.add_contact(
-            address, _text(params, "name", optional=True), _text(params, "tcp", optional=True)
+            address,
+            _text(params, "name", optional=True),
+            _text(params, "tcp", optional=True),
+            _text(params, "message", optional=True) or "",
         )
+    if method in ("contacts.block", "contacts.unblock"):
+        contact = _text(params, "contact")
+        assert contact is not None
+        return node.block(contact) if method == "contacts.block" else node.unblock(contact)
+    if method == "requests.list":
+        return node.requests()
+    if method in ("requests.accept", "requests.reject", "requests.block"):
+        action = Action(method.removeprefix("requests."))
+        name = _text(params, "name", optional=True)
+        return node.answer_request(_int(params, "id", 0), action, name)
+    if method == "settings.block_unknown":
+        on = params.get("on")
+        if not isinstance(on, bool):
+            raise RequestError("parameter 'on' must be true or false")
+        return node.set_block_unknown(on)
     if method == "contacts.expire":
         contact = _text(params, "contact")
         assert contact is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,6 +100,14 @@ class LinkCore:
     cells_received: int = 0
     # Mirrors the machine's "closed" state for queries; only emit_closed sets it.
     closed: bool = False
+    # Called after the link changed on its own (a timer, not an input from the edge), so
+    # that the edge collects the events and closes the socket.
+    wakeup: Callable[[], None] | None = None
+
+    def time_out(self, inputs: LinkInputs) -> None:
+        inputs.handshake_timed_out()
+        if self.wakeup is not None:
+            self.wakeup()
 
     def cancel_timeout(self) -> None:
         if self.timeout is not None and self.timeout.active():
@@ -140,7 +149,7 @@ def _build() -> type:
 
     @connecting.upon(LinkInputs.connection_made).to(handshaking)
     def start_handshake(inputs: LinkInputs, core: LinkCore) -> None:
-        core.timeout = core.clock.callLater(HANDSHAKE_TIMEOUT, inputs.handshake_timed_out)
+        core.timeout = core.clock.callLater(HANDSHAKE_TIMEOUT, core.time_out, inputs)
         if core.role is Role.INITIATOR:
             core.outgoing += cells.pack_handshake_cell(core.handshake.write_message())
 
@@ -276,6 +285,11 @@ class Link:
         return cls(LinkCore(Role.RESPONDER, identity, clock, handshake, None))
 
     # -- inputs from the transport edge ------------------------------------------------
+
+    def set_wakeup(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs when the link changes by itself (its handshake timed out):
+        the edge then reads ``events()`` and closes the socket if ``closed``."""
+        self._core.wakeup = callback
 
     def connection_made(self) -> None:
         self._machine.connection_made()

@@ -24,7 +24,7 @@ from onionmsg.crypto.identity import Identity, normalize_onion_address
 from onionmsg.errors import AddressError, OnionmsgError
 from onionmsg.store.keys import KeyParams
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -35,7 +35,10 @@ CREATE TABLE contacts (
     tcp_endpoint TEXT,
     added_at INTEGER NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0,
-    expire_seconds INTEGER NOT NULL DEFAULT 0
+    expire_seconds INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    blocked INTEGER NOT NULL DEFAULT 0,
+    request_message TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
@@ -69,7 +72,26 @@ CREATE TABLE ratchets (
     contact_id INTEGER PRIMARY KEY REFERENCES contacts(id) ON DELETE CASCADE,
     state TEXT NOT NULL
 );
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    message TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'rejected', 'blocked'))
+);
 """
+
+# Statements that bring a store of version N to version N + 1.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        # Contacts made before requests existed were added by hand on both sides.
+        "ALTER TABLE contacts ADD COLUMN accepted INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE contacts ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE contacts ADD COLUMN request_message TEXT NOT NULL DEFAULT ''",
+        _SCHEMA[_SCHEMA.index("CREATE TABLE requests") :],
+    ],
+}
 
 
 class StoreError(OnionmsgError):
@@ -100,10 +122,23 @@ class Contact:
     added_at: int
     verified: bool = False
     expire_seconds: int = 0  # 0: keep messages; else delete them this long after storing
+    accepted: bool = True  # False until they answer us once (our request is pending there)
+    blocked: bool = False
+    request_message: str = ""  # the note sent with our request while not accepted
 
     @property
     def display_name(self) -> str:
         return self.name or self.address[:16]
+
+
+@dataclass(frozen=True)
+class ContactRequestRow:
+    id: int
+    address: str
+    message: str
+    received_at: int
+    updated_at: int
+    state: str  # see onionmsg/contacts/requests.py
 
 
 @dataclass(frozen=True)
@@ -162,10 +197,20 @@ class Store:
             raise StoreError(f"{path} does not exist: run 'onionmsg init' first")
         store = cls(cls._connect(path, key, read_only=read_only))
         version = store._meta("schema_version")
-        if version != SCHEMA_VERSION:
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             store.close()
             raise StoreError(f"store schema version {version!r} is not supported")
+        if version < SCHEMA_VERSION:
+            store._migrate(version)
         return store
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade in one transaction: a crash leaves the old version, intact."""
+        with self._transaction() as db:
+            for old in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[old]:
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     @staticmethod
     def _connect(path: Path, key: bytes, *, read_only: bool = False) -> Any:
@@ -297,8 +342,16 @@ class Store:
     # -- contacts ---------------------------------------------------------------------------
 
     def add_contact(
-        self, address: str, name: str | None, tcp_endpoint: str | None, now_ms: int
+        self,
+        address: str,
+        name: str | None,
+        tcp_endpoint: str | None,
+        now_ms: int,
+        *,
+        request_message: str = "",
     ) -> Contact:
+        """A new contact. If the address has asked us (a pending request), adding it is the
+        answer: the request goes and the contact starts out accepted."""
         address = normalize_onion_address(address)
         if name is not None:
             name = name.strip()
@@ -310,10 +363,16 @@ class Store:
                 raise ContactError("a contact name cannot be an onion address")
         try:
             with self._transaction() as db:
+                request = db.execute(
+                    "SELECT 1 FROM requests WHERE address = ? AND state != 'blocked'", (address,)
+                ).fetchone()
+                accepted = request is not None
+                db.execute("DELETE FROM requests WHERE address = ?", (address,))
                 cursor = db.execute(
-                    "INSERT INTO contacts (address, name, tcp_endpoint, added_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (address, name, tcp_endpoint, now_ms),
+                    "INSERT INTO contacts"
+                    " (address, name, tcp_endpoint, added_at, accepted, request_message)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (address, name, tcp_endpoint, now_ms, accepted, request_message),
                 )
                 contact_id = cursor.lastrowid
         except sqlcipher.IntegrityError:
@@ -323,7 +382,7 @@ class Store:
                     f"{address} is already a contact ({existing.display_name})"
                 ) from None
             raise ContactError(f"the name {name!r} is already taken") from None
-        return Contact(contact_id, address, name, tcp_endpoint, now_ms)
+        return self.contact_by_id(contact_id)
 
     def contacts(self) -> list[Contact]:
         return self._contacts_where("1 = 1", ())
@@ -353,14 +412,118 @@ class Store:
 
     def _contacts_where(self, where: str, args: tuple[Any, ...]) -> list[Contact]:
         rows = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds"  # noqa: S608 - fixed clauses only
-            " FROM contacts"
+            "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds,"  # noqa: S608 - fixed clauses only
+            " accepted, blocked, request_message FROM contacts"
             f" WHERE {where} ORDER BY id",
             args,
         )
         return [
-            Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows
+            Contact(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                bool(row[5]),
+                row[6],
+                bool(row[7]),
+                bool(row[8]),
+                row[9],
+            )
+            for row in rows
         ]
+
+    def set_accepted(self, contact_id: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE contacts SET accepted = 1, request_message = '' WHERE id = ?",
+                (contact_id,),
+            )
+
+    def set_blocked(self, contact_id: int, blocked: bool) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE contacts SET blocked = ? WHERE id = ?", (blocked, contact_id))
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def setting(self, key: str, default: Any) -> Any:
+        value = self._meta(f"setting.{key}")
+        return default if value is None else value
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?",
+                (f"setting.{key}", value, value),
+            )
+
+    # -- contact requests -------------------------------------------------------------------
+
+    def request_for(self, address: str) -> ContactRequestRow | None:
+        found = self._requests_where("address = ?", (address,))
+        return found[0] if found else None
+
+    def request_by_id(self, request_id: int) -> ContactRequestRow:
+        found = self._requests_where("id = ?", (request_id,))
+        if not found:
+            raise ContactError(f"no request {request_id}: see 'onionmsg requests'")
+        return found[0]
+
+    def requests(self, state: str = "pending") -> list[ContactRequestRow]:
+        return self._requests_where("state = ?", (state,))
+
+    def record_request(
+        self, address: str, message: str, now_ms: int, *, max_pending: int
+    ) -> tuple[ContactRequestRow, list[ContactRequestRow]]:
+        """Store a new pending request, or refresh the pending one of this address; returns
+        it and the oldest pending requests dropped to keep at most ``max_pending``."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO requests (address, message, received_at, updated_at, state)"
+                " VALUES (?, ?, ?, ?, 'pending') ON CONFLICT (address) DO UPDATE"
+                " SET message = excluded.message, updated_at = excluded.updated_at,"
+                " state = 'pending'",
+                (address, message, now_ms, now_ms),
+            )
+            rows = db.execute(
+                "SELECT id FROM requests WHERE state = 'pending' ORDER BY received_at DESC, id DESC"
+                " LIMIT -1 OFFSET ?",
+                (max_pending,),
+            ).fetchall()
+            dropped = [self.request_by_id(row[0]) for row in rows]
+            db.executemany("DELETE FROM requests WHERE id = ?", [(r.id,) for r in dropped])
+        request = self.request_for(address)
+        assert request is not None
+        return request, dropped
+
+    def set_request_state(self, request_id: int, state: str, now_ms: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE requests SET state = ?, updated_at = ? WHERE id = ?",
+                (state, now_ms, request_id),
+            )
+
+    def block_address(self, address: str, now_ms: int) -> None:
+        """Drop everything from this non-contact address from now on."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO requests (address, message, received_at, updated_at, state)"
+                " VALUES (?, '', ?, ?, 'blocked') ON CONFLICT (address) DO UPDATE"
+                " SET state = 'blocked', updated_at = excluded.updated_at",
+                (address, now_ms, now_ms),
+            )
+
+    def forget_request(self, request_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM requests WHERE id = ?", (request_id,))
+
+    def _requests_where(self, where: str, args: tuple[Any, ...]) -> list[ContactRequestRow]:
+        rows = self._db.execute(
+            "SELECT id, address, message, received_at, updated_at, state FROM requests"  # noqa: S608 - fixed clauses only
+            f" WHERE {where} ORDER BY id",
+            args,
+        )
+        return [ContactRequestRow(*row) for row in rows]
 
     def set_expiry(self, contact_id: int, seconds: int) -> None:
         with self._transaction() as db:

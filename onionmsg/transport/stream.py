@@ -23,6 +23,7 @@ class LinkProtocol(Protocol):
     def __init__(self, link: Link, on_events: EventHandler) -> None:
         self.link = link
         self._on_events = on_events
+        link.set_wakeup(self._pump)
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):

@@ -195,7 +195,20 @@ class Ack(Message):
     message_id: MessageId
 
 
+# A stranger's note: 280 characters of up to 4 UTF-8 bytes each.
+MAX_REQUEST_BYTES = 1120
+
+
 @message(3)
+@dataclass(frozen=True)
+class ContactRequest(Message):
+    """Sent by the dialler on each link until the contact has answered once: who we are is
+    proven by the handshake; this carries the note the user typed (may be empty)."""
+
+    text: Annotated[str, Text(MAX_REQUEST_BYTES)]
+
+
+@message(4)
 @dataclass(frozen=True)
 class SessionRequest(Message):
     """The sender has no ratchet session with the receiver (it was restored from a backup)

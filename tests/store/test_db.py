@@ -152,3 +152,47 @@ def test_key_params(tmp_path: Path) -> None:
     assert loaded == params
     assert (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
     assert KeyParams.new(passphrase=False).derive(None) == NO_PASSPHRASE_KEY
+
+
+# The version-1 schema as released: stores made then must open (and upgrade) now.
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE contacts (id INTEGER PRIMARY KEY, address TEXT NOT NULL UNIQUE, name TEXT UNIQUE,
+    tcp_endpoint TEXT, added_at INTEGER NOT NULL, verified INTEGER NOT NULL DEFAULT 0,
+    expire_seconds INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE ratchets (contact_id INTEGER PRIMARY KEY, state TEXT NOT NULL);
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    path, key = tmp_path / "old.db", bytes(32)
+    identity = Identity(bytes(range(32)))
+    connection = Store._connect(path, key)
+    connection.executescript(_V1_SCHEMA)
+    connection.execute("INSERT INTO meta VALUES ('schema_version', 1)")
+    connection.execute("INSERT INTO meta VALUES ('identity_seed', ?)", (identity.seed,))
+    bob = Identity(bytes([2]) * 32).onion_address
+    connection.execute(
+        "INSERT INTO contacts (address, name, added_at) VALUES (?, 'bob', 5)", (bob,)
+    )
+    connection.close()
+    store = Store.open(path, key)
+    (contact,) = store.contacts()
+    # Contacts of version 1 were added by hand on both sides: they count as accepted.
+    assert (contact.name, contact.accepted, contact.blocked) == ("bob", True, False)
+    assert store.requests() == []
+    store.close()
+    assert Store.open(path, key).identity().seed == identity.seed  # opens again as version 2
+
+
+def test_requests_one_row_per_address_bounded(store: Store) -> None:
+    addresses = [Identity(bytes([i]) * 32).onion_address for i in range(10, 15)]
+    for when, address in enumerate(addresses):
+        request, dropped = store.record_request(address, f"note {when}", when, max_pending=3)
+    assert [r.address for r in dropped] == [addresses[1]]
+    again, dropped = store.record_request(addresses[4], "changed", 99, max_pending=3)
+    assert (again.id, again.message, again.received_at, dropped) == (request.id, "changed", 4, [])
+    assert [r.address for r in store.requests()] == addresses[2:]
+    # Adding a requester as a contact answers the request.
+    contact = store.add_contact(addresses[2], "carol", None, 100)
+    assert contact.accepted and store.request_for(addresses[2]) is None
