@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from onionmsg.config import (
     HomeError,
     default_home,
     fsync_directory,
+    write_private_file,
 )
 from onionmsg.control.client import ControlClient, DaemonNotRunning
 from onionmsg.crypto.identity import Identity
@@ -206,6 +208,33 @@ def _parser() -> argparse.ArgumentParser:
     listing = contact_commands.add_parser("list", help="list contacts")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    export = commands.add_parser(
+        "export", help="write an encrypted backup of your identity and contacts to FILE"
+    )
+    export.add_argument("file", metavar="FILE", type=Path)
+    export.add_argument("--history", action="store_true", help="include the message history")
+    passphrase_options(export, allow_none=False)
+    export.add_argument(
+        "--backup-passphrase-file",
+        type=Path,
+        metavar="F",
+        help="read the backup's passphrase from this file's first line",
+    )
+    restore = commands.add_parser(
+        "import", help="restore a backup written by 'export' into a new home"
+    )
+    restore.add_argument("file", metavar="FILE", type=Path)
+    restore.add_argument(
+        "--home", type=Path, default=argparse.SUPPRESS, help="the new home (as onionmsg --home)"
+    )
+    passphrase_options(restore, allow_none=True)
+    restore.add_argument(
+        "--backup-passphrase-file",
+        type=Path,
+        metavar="F",
+        help="read the backup's passphrase from this file's first line",
+    )
+
     requests = commands.add_parser(
         "requests", help="contact requests from people you have not added (list, answer)"
     )
@@ -270,11 +299,12 @@ def _read_passphrase(
             "on a terminal"
         )
     if not passphrase:
-        raise PassphraseError("the passphrase is empty (use --no-passphrase to go without)")
+        hint = " (use --no-passphrase to go without)" if prompt != "Backup passphrase" else ""
+        raise PassphraseError(f"the {prompt.lower()} is empty{hint}")
     return passphrase
 
 
-def _open_store(home: Home, args: argparse.Namespace) -> Store:
+def _open_store(home: Home, args: argparse.Namespace, *, read_only: bool = False) -> Store:
     home.check_private()
     params = KeyParams.load(home.keyfile_path)
     pending = (
@@ -283,12 +313,14 @@ def _open_store(home: Home, args: argparse.Namespace) -> Store:
     needs_passphrase = params.passphrase or (pending is not None and pending.passphrase)
     passphrase = _read_passphrase(args, confirm=False) if needs_passphrase else None
     try:
-        return Store.open_with_passphrase(home.store_path, params, passphrase)
+        return Store.open_with_passphrase(home.store_path, params, passphrase, read_only=read_only)
     except WrongPassphraseError:
         if pending is None:
             raise
     # A 'passwd' was interrupted after re-keying the store: the new parameters apply.
-    store = Store.open_with_passphrase(home.store_path, pending, passphrase)
+    store = Store.open_with_passphrase(home.store_path, pending, passphrase, read_only=read_only)
+    if read_only:
+        return store  # the next command that may write finishes the swap
     os.replace(home.pending_keyfile_path, home.keyfile_path)
     fsync_directory(home.root)
     return store
@@ -467,6 +499,12 @@ def describe_status(status: dict[str, Any]) -> str:
         f"queue:     {cover['queued_cells']} cells (oldest {cover['oldest_queued_s']:.3g} s)",
         f"store:     {'passphrase-protected' if status['passphrase'] else 'NOT protected'}",
     ]
+    twin = status.get("twin")
+    if twin:
+        lines.append(
+            f"WARNING:   another running instance of this identity reached us "
+            f"({twin['links']} times, last {twin['last_seen']}): stop one of them"
+        )
     return "\n".join(lines)
 
 
@@ -614,6 +652,78 @@ def cmd_messages(home: Home, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    source = argparse.Namespace(passphrase_file=args.backup_passphrase_file)
+    return _read_passphrase(source, confirm=confirm, prompt="Backup passphrase")
+
+
+def cmd_export(home: Home, args: argparse.Namespace) -> int:
+    """Read-only beside a running daemon: see docs/usage.md ("Backup and restore")."""
+    from onionmsg.backup import seal_backup, take_backup
+
+    store = _open_store(home, args, read_only=True)
+    try:
+        backup = take_backup(store, history=args.history, now_ms=time.time_ns() // 1_000_000)
+    finally:
+        store.close()
+    data = seal_backup(backup, _backup_passphrase(args, confirm=True))
+    try:
+        write_private_file(args.file, data)
+    except OSError as error:
+        raise HomeError(f"cannot write {args.file}: {error.strerror}") from None
+    contacts, messages = (backup.table(n) for n in ("contacts", "messages"))
+    what = f"{len(contacts.rows) if contacts else 0} contacts"
+    if messages is not None:
+        what += f", {len(messages.rows)} messages"
+    print(
+        f"backup of {backup.identity.onion_address} ({what}) written to {args.file}; "
+        "anyone with this file and its passphrase can be you: keep both apart and safe",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_import(home: Home, args: argparse.Namespace) -> int:
+    from onionmsg.backup import check_header, open_backup, restore_backup
+
+    if home.root.exists() and (not home.root.is_dir() or any(home.root.iterdir())):
+        raise HomeError(f"{home.root} is not empty: a backup is restored into a new home only")
+    try:
+        data = args.file.read_bytes()
+    except OSError as error:
+        raise HomeError(f"cannot read {args.file}: {error.strerror}") from None
+    check_header(data)  # a clear error before any passphrase is asked for
+    backup = open_backup(data, _backup_passphrase(args, confirm=False))
+    passphrase = None if args.no_passphrase else _read_passphrase(args, confirm=True)
+    params = KeyParams.new(passphrase=passphrase is not None)
+    key = params.derive(passphrase)
+    created = not home.root.exists()
+    home.create()
+    try:
+        store = Store.create(home.store_path, key, backup.identity)
+        try:
+            restore_backup(store, backup, now_ms=time.time_ns() // 1_000_000)
+        finally:
+            store.close()
+        params.save(home.keyfile_path)
+    except BaseException:
+        # Leave the home as we found it: nothing half restored.
+        for leftover in home.root.iterdir():
+            leftover.unlink()
+        if created:
+            home.root.rmdir()
+        raise
+    if passphrase is None:
+        print(_UNPROTECTED, file=sys.stderr)
+    print(
+        "restored; every contact gets a new encrypted session when you next connect. "
+        "Run this identity on one machine only: stop the daemon of any other copy first",
+        file=sys.stderr,
+    )
+    print(backup.identity.onion_address)
+    return 0
+
+
 def cmd_testnet(home: Home, args: argparse.Namespace) -> int:
     from onionmsg import testnet
 
@@ -631,6 +741,8 @@ COMMANDS = {
     "requests": cmd_requests,
     "settings": cmd_settings,
     "send": cmd_send,
+    "export": cmd_export,
+    "import": cmd_import,
     "messages": cmd_messages,
     "ui": cmd_ui,
 }

@@ -39,6 +39,7 @@ from onionmsg.crypto.identity import Identity, normalize_onion_address, parse_on
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
+from onionmsg.delivery.restart import opens_a_session, reseal_outbox
 from onionmsg.delivery.retry import RetryTimer
 from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError, ProtocolError
@@ -52,6 +53,7 @@ from onionmsg.session.link import (
     MessageReceived,
     Role,
 )
+from onionmsg.session.twin import TwinDetector
 from onionmsg.store.db import (
     Contact,
     ContactRequestRow,
@@ -72,6 +74,7 @@ from onionmsg.wire.messages import (
     Envelope,
     Hello,
     Message,
+    SessionRequest,
     SessionStart,
     TextContent,
     decode,
@@ -79,6 +82,10 @@ from onionmsg.wire.messages import (
 )
 
 log = Logger()
+_TWIN_WARNING = (
+    "another running instance of this identity (the same backup restored twice?) dialled "
+    "our address: contacts reach one or the other and messages get lost; stop one of them"
+)
 SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
 # Inbound connections still in the handshake (anyone can open them): more are refused at
 # once, so a flood costs a bounded number of sockets for at most HANDSHAKE_TIMEOUT.
@@ -170,6 +177,7 @@ class Node:
         self._loop_in: LinkProtocol | None = None
         self._loop_connector = Connector(clock, self._dial_self, self._rng)
         self._loops_written = 0
+        self._twins = TwinDetector()
         # Links from addresses that are not (or no longer) contacts: held until their
         # ContactRequest arrives or REQUEST_WAIT passes, then closed the same way always.
         self._strangers: dict[LinkProtocol, IDelayedCall] = {}
@@ -238,6 +246,17 @@ class Node:
             "requests": len(self._store.requests()),
             "block_unknown": self._block_unknown(),
             "cover": self._cover_status(),
+            "twin": self._twin_status(),
+        }
+
+    def _twin_status(self) -> Snapshot | None:
+        """Another running instance of this identity, if one was noticed (session/twin.py)."""
+        if self._twins.first_seen_ms is None or self._twins.last_seen_ms is None:
+            return None
+        return {
+            "first_seen": _iso(self._twins.first_seen_ms),
+            "last_seen": _iso(self._twins.last_seen_ms),
+            "links": self._twins.count,
         }
 
     def _cover_status(self) -> Snapshot:
@@ -463,6 +482,8 @@ class Node:
             assert peer.link is not None and sealing.envelope is not None
             self._send(peer.link, decode(sealing.envelope))
             peer.retry.arm()
+        elif sealing.content is not None and peer.link is not None:
+            self._send(peer.link, SessionRequest())  # we are the responder, with no session
         return stored
 
     def _send(self, protocol: LinkProtocol, message: Message) -> None:
@@ -573,8 +594,12 @@ class Node:
     def _attach(self, protocol: LinkProtocol, address: str) -> None:
         if address == self.identity.onion_address:
             if protocol.link.role is Role.INITIATOR:
+                self._twins.dialled(protocol.link.handshake_hash)
                 self._loop_out = protocol
                 self._loop_connector.link_established()
+            elif self._twins.answered(protocol.link.handshake_hash, self._now_ms()):
+                log.warn(_TWIN_WARNING)
+                self._notify({"event": "twin", **(self._twin_status() or {})})
             else:
                 self._loop_in = protocol
             return
@@ -598,8 +623,11 @@ class Node:
             self._send(protocol, ContactRequest(peer.contact.request_message))
         else:
             self._send(protocol, Hello())
-        for entry in self._store.outbox(peer.contact.id):
+        outbox = self._store.outbox(peer.contact.id)
+        for entry in outbox:
             self._transmit(peer, entry)
+        if any(e.content is not None for e in outbox) and self._session_lost(peer.contact):
+            self._send(protocol, SessionRequest())  # we have something to say, and no session
 
     def _hold_stranger(self, protocol: LinkProtocol) -> None:
         if len(self._strangers) >= MAX_STRANGERS:
@@ -729,6 +757,8 @@ class Node:
             updated = self._store.acknowledge(peer.contact.id, message.message_id)
             if updated is not None:
                 self._notify(self._message_snapshot(updated))
+        elif isinstance(message, SessionRequest):
+            self._on_session_request(peer)
 
     def _on_envelope(self, peer: _Peer, protocol: LinkProtocol, envelope: Envelope) -> None:
         contact = peer.contact
@@ -747,6 +777,8 @@ class Node:
             # Not acknowledged: the contact keeps it and sends it again later. Nothing is
             # logged about the content or the keys.
             log.warn("an envelope from a contact could not be opened: {error}", error=error)
+            if self._session_lost(contact):
+                self._send(protocol, SessionRequest())
             return
         text = content.text if isinstance(content, TextContent) else None
         sent_at = content.sent_at if isinstance(content, TextContent) else 0
@@ -765,7 +797,9 @@ class Node:
         self._send(protocol, Ack(envelope.message_id))
         if stored is not None:
             self._notify(self._message_snapshot(stored))
-        if isinstance(content, SessionStart) or not had_session:
+        if isinstance(content, SessionStart) and had_session:
+            self._restart_session(peer, ratchet)  # the contact lost the old one
+        elif isinstance(content, SessionStart) or not had_session:
             self._seal_waiting(peer, ratchet)
 
     def _seal_waiting(self, peer: _Peer, ratchet: Ratchet) -> None:
@@ -788,6 +822,40 @@ class Node:
             for entry in self._store.outbox(contact.id):
                 if entry.id in {entry_id for entry_id, _ in sealed}:
                     self._transmit(peer, entry)
+
+    def _session_lost(self, contact: Contact) -> bool:
+        """We are the pair's responder and hold no session: only the contact can open one."""
+        their_key = parse_onion_address(contact.address)
+        if is_initiator(self.identity.public_key, their_key):
+            return False
+        return self._store.ratchet_state(contact.id) is None
+
+    def _on_session_request(self, peer: _Peer) -> None:
+        """The contact has no session with us: open a new one, unless ours is on its way."""
+        their_key = parse_onion_address(peer.contact.address)
+        if not is_initiator(self.identity.public_key, their_key):
+            return  # only the initiator opens sessions
+        outbox = self._store.outbox(peer.contact.id)
+        if any(e.envelope is not None and opens_a_session(e.envelope) for e in outbox):
+            return  # the contact will have it once that envelope arrives
+        self._restart_session(peer, None)
+
+    def _restart_session(self, peer: _Peer, ratchet: Ratchet | None) -> None:
+        """A new session replaces a lost one (``ratchet`` None: we open it): seal again,
+        under it, all the contact has not acknowledged, and send that (delivery/restart.py)."""
+        contact = peer.contact
+        ratchet, entries = reseal_outbox(
+            self.identity,
+            parse_onion_address(contact.address),
+            ratchet,
+            self._store.outbox(contact.id),
+            lambda message_id: self._store.outgoing_message(contact.id, message_id),
+            self._now_ms(),
+        )
+        self._store.replace_outbox(contact.id, entries, ratchet.to_json())
+        if peer.link is not None:
+            for entry in self._store.outbox(contact.id):
+                self._transmit(peer, entry)
 
     # -- snapshots ---------------------------------------------------------------------------
 

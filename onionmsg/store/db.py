@@ -212,10 +212,11 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, key: bytes) -> Store:
+    def open(cls, path: Path, key: bytes, *, read_only: bool = False) -> Store:
+        """``read_only``: for a reader beside a running daemon (WAL lets both work at once)."""
         if not path.exists():
             raise StoreError(f"{path} does not exist: run 'onionmsg init' first")
-        store = cls(cls._connect(path, key))
+        store = cls(cls._connect(path, key, read_only=read_only))
         version = store._meta("schema_version")
         if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             store.close()
@@ -233,8 +234,11 @@ class Store:
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
     @staticmethod
-    def _connect(path: Path, key: bytes) -> Any:
-        connection = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
+    def _connect(path: Path, key: bytes, *, read_only: bool = False) -> Any:
+        target = f"{path.resolve().as_uri()}?mode=ro" if read_only else str(path)
+        connection = sqlcipher.connect(
+            target, isolation_level=None, check_same_thread=False, uri=read_only
+        )
         try:
             # SQLCipher would print its own decryption errors to stderr.
             connection.execute("PRAGMA cipher_log_level = NONE")
@@ -247,14 +251,18 @@ class Store:
                 "wrong passphrase (or a damaged store): nothing was changed"
             ) from None
         connection.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            return connection  # the database is in WAL mode already (made by create)
         connection.execute("PRAGMA secure_delete = ON")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         return connection
 
     @classmethod
-    def open_with_passphrase(cls, path: Path, params: KeyParams, passphrase: bytes | None) -> Store:
-        return cls.open(path, params.derive(passphrase))
+    def open_with_passphrase(
+        cls, path: Path, params: KeyParams, passphrase: bytes | None, *, read_only: bool = False
+    ) -> Store:
+        return cls.open(path, params.derive(passphrase), read_only=read_only)
 
     def close(self) -> None:
         self._db.close()
@@ -277,6 +285,62 @@ class Store:
         finally:
             if not durable:
                 self._db.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """Reads inside see one consistent snapshot, whatever another process commits."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def meta_items(self) -> list[tuple[str, Any]]:
+        return [(str(k), v) for k, v in self._db.execute("SELECT key, value FROM meta")]
+
+    def table_names(self) -> list[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return sorted(str(row[0]) for row in rows)
+
+    def _columns(self, table: str) -> list[str]:
+        if table not in self.table_names():
+            raise StoreError(f"the store has no table {table!r}")
+        return [str(row[1]) for row in self._db.execute(f'PRAGMA table_info("{table}")')]
+
+    def dump_table(self, table: str) -> tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]:
+        """Every column and row of a table (for a backup), in rowid order."""
+        columns = self._columns(table)
+        names = ", ".join(f'"{c}"' for c in columns)
+        rows = self._db.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid')  # noqa: S608 - names from the schema
+        return tuple(columns), tuple(tuple(row) for row in rows)
+
+    def restore(
+        self,
+        meta: list[tuple[str, Any]],
+        tables: list[tuple[str, tuple[str, ...], tuple[tuple[Any, ...], ...]]],
+    ) -> None:
+        """Insert settings and whole tables (a restored backup) in one transaction.
+
+        A table's columns must be exactly those of this schema: a backup from another
+        schema is refused rather than half restored.
+        """
+        for table, columns, _ in tables:
+            if sorted(columns) != sorted(self._columns(table)):
+                raise StoreError(f"the backup's {table} table does not match this store")
+        try:
+            with self._transaction() as db:
+                for key, value in meta:
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                        " DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
+                for table, columns, rows in tables:
+                    names = ", ".join(f'"{c}"' for c in columns)
+                    marks = ", ".join("?" * len(columns))
+                    db.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)  # noqa: S608
+        except sqlcipher.IntegrityError as error:
+            raise StoreError(f"the backup's data is inconsistent: {error}") from None
 
     def _meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -612,6 +676,25 @@ class Store:
                     (envelope, entry_id, contact_id),
                 )
             self._save_ratchet(db, contact_id, ratchet_state)
+
+    def replace_outbox(
+        self, contact_id: int, entries: list[tuple[bytes, bytes]], ratchet_state: str
+    ) -> None:
+        """A new ratchet session replaced a lost one: the contact's whole outbox becomes
+        ``entries`` (message id, envelope under the new session), in this order, atomically
+        with the new session's state."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE contact_id = ?", (contact_id,))
+            db.executemany(
+                "INSERT INTO outbox (contact_id, message_id, envelope) VALUES (?, ?, ?)",
+                [(contact_id, message_id, envelope) for message_id, envelope in entries],
+            )
+            self._save_ratchet(db, contact_id, ratchet_state)
+
+    def outgoing_message(self, contact_id: int, message_id: bytes) -> StoredMessage | None:
+        return self._message_where(
+            "contact_id = ? AND direction = 'out' AND message_id = ?", (contact_id, message_id)
+        )
 
     def was_received(self, contact_id: int, message_id: bytes) -> bool:
         row = self._db.execute(

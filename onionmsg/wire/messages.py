@@ -231,6 +231,13 @@ class ContactRequest(Message):
     text: Annotated[str, Text(MAX_REQUEST_BYTES)]
 
 
+@message(7)
+@dataclass(frozen=True)
+class SessionRequest(Message):
+    """The sender has no ratchet session with the receiver (it was restored from a backup)
+    and asks the receiver, the pair's initiator, to open a new one."""
+
+
 @message(1, content=True)
 @dataclass(frozen=True)
 class TextContent(Message):
