@@ -256,6 +256,12 @@ def _parser() -> argparse.ArgumentParser:
         "block-unknown", help="on: refuse every contact request (contacts still reach you)"
     )
     block_unknown.add_argument("value", choices=("on", "off"))
+    invisible = setting_commands.add_parser(
+        "invisible",
+        help="on: withdraw your public address (no new requests, not seen online by it); "
+        "contacts reach you through their endpoint onions",
+    )
+    invisible.add_argument("value", choices=("on", "off"))
 
     send = commands.add_parser("send", help="send a message")
     send.add_argument("contact", metavar="CONTACT", help="a contact's name or onion address")
@@ -471,6 +477,22 @@ def _rate(cells_per_s: float) -> str:
     return "off" if cells_per_s == 0 else f"1 cell every {1 / cells_per_s:.3g} s"
 
 
+def _onion_lines(status: dict[str, Any]) -> list[str]:
+    """Tor only: the identity onion (or invisible), its proof of work, endpoint onions."""
+    network = status["network"]
+    if "pow" not in network:
+        return []
+    if status.get("invisible"):
+        identity = "withdrawn (invisible): contacts reach you by endpoint onions"
+    else:
+        identity = f"published; proof-of-work defence {network['pow']}"
+    return [
+        f"identity:  {identity}",
+        f"endpoints: {network['endpoints']} endpoint onions "
+        f"({network['endpoints_uploaded']} uploaded), {network['client_auth']} client keys",
+    ]
+
+
 def describe_status(status: dict[str, Any]) -> str:
     """The ``status`` snapshot for people (``--json`` gives all of it to scripts)."""
     network = status["network"]
@@ -495,6 +517,7 @@ def describe_status(status: dict[str, Any]) -> str:
         f"contacts:  {status['contacts']} ({status['online']} online)",
         f"requests:  {status['requests']} pending"
         + ("; refusing new ones (block-unknown)" if status["block_unknown"] else ""),
+        *(_onion_lines(status)),
         f"cover:     {cover_line}",
         f"queue:     {cover['queued_cells']} cells (oldest {cover['oldest_queued_s']:.3g} s)",
         f"store:     {'passphrase-protected' if status['passphrase'] else 'NOT protected'}",
@@ -588,8 +611,8 @@ def cmd_requests(home: Home, args: argparse.Namespace) -> int:
 
 def cmd_settings(home: Home, args: argparse.Namespace) -> int:
     with ControlClient(home.control_socket) as client:
-        client.call("settings.block_unknown", on=args.value == "on")
-    print(f"block-unknown: {args.value}")
+        client.call(f"settings.{args.setting.replace('-', '_')}", on=args.value == "on")
+    print(f"{args.setting}: {args.value}")
     return 0
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import nacl.utils
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
@@ -35,7 +36,13 @@ from onionmsg.contacts.requests import (
     request_gate,
     transition,
 )
-from onionmsg.crypto.identity import Identity, normalize_onion_address, parse_onion_address
+from onionmsg.crypto.endpoint import ClientAuthKey, EndpointKey
+from onionmsg.crypto.identity import (
+    Identity,
+    normalize_onion_address,
+    onion_address_from_public_key,
+    parse_onion_address,
+)
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
@@ -57,12 +64,13 @@ from onionmsg.session.twin import TwinDetector
 from onionmsg.store.db import (
     Contact,
     ContactRequestRow,
+    Endpoints,
     OutboxEntry,
     Status,
     Store,
     StoredMessage,
 )
-from onionmsg.transport.base import Transport
+from onionmsg.transport.base import EndpointTransport, Transport
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
 from onionmsg.wire.messages import (
@@ -71,6 +79,8 @@ from onionmsg.wire.messages import (
     MESSAGE_ID_SIZE,
     Ack,
     ContactRequest,
+    EndpointAuth,
+    EndpointOffer,
     Envelope,
     Hello,
     Message,
@@ -92,6 +102,9 @@ SWEEP_INTERVAL = 1.0  # how often expired messages are looked for, in seconds
 MAX_HANDSHAKING = 64
 # Envelopes one contact may make us open and store: a burst, then a steady rate. Past it
 # they are not acknowledged (so not lost: the contact resends later), and cost no crypto.
+# Endpoint onions we publish at most (one per contact; past it, contacts keep using the
+# identity onion). Each costs tor ~6 introduction circuits: docs/architecture.md.
+MAX_ENDPOINTS = 32
 INBOUND_BURST = 500
 INBOUND_PER_SECOND = 100
 SEARCH_LIMIT = 200  # search results returned at most (the newest)
@@ -183,6 +196,8 @@ class Node:
         self._strangers: dict[LinkProtocol, IDelayedCall] = {}
         self._request_gate = request_gate(clock)
         self._handshaking: set[LinkProtocol] = set()  # inbound links before LinkEstablished
+        # Per-contact endpoint onions, where the transport has them (Tor).
+        self._endpoints = transport if isinstance(transport, EndpointTransport) else None
         timing, choice = cover_rngs or (None, None)
         self._scheduler = CellScheduler(
             clock,
@@ -206,7 +221,11 @@ class Node:
         self._sweeper.clock = self._clock
         self._sweeper.start(SWEEP_INTERVAL, now=True)
         self._scheduler.start()
-        if self._scheduler.profile.loop_rate > 0:
+        if self._endpoints is not None:
+            await self._endpoints.set_identity_published(not self._invisible())
+            for endpoints in self._store.all_endpoints():
+                self._publish_endpoints(endpoints)
+        if self._scheduler.profile.loop_rate > 0 and not self._invisible():
             self._loop_connector.start()
         for contact in self._store.contacts():
             peer = self._add_peer(contact)
@@ -245,6 +264,7 @@ class Node:
             "online": sum(1 for p in self._peers.values() if _online(p)),
             "requests": len(self._store.requests()),
             "block_unknown": self._block_unknown(),
+            "invisible": self._invisible(),
             "cover": self._cover_status(),
             "twin": self._twin_status(),
         }
@@ -279,7 +299,7 @@ class Node:
 
     def set_cover(self, profile: Profile) -> Snapshot:
         self._scheduler.set_profile(profile)
-        if self._running and profile.loop_rate > 0:
+        if self._running and profile.loop_rate > 0 and not self._invisible():
             self._loop_connector.start()
         elif profile.loop_rate == 0:
             self._loop_connector.stop()
@@ -355,6 +375,7 @@ class Node:
         self._scheduler.forget(contact.address)
         if peer.link is not None:
             peer.link.close("contact removed")
+        self._forget_endpoints(contact)
         self._store.remove_contact(contact.id)
         del self._contacts_by_id[contact.id]
         removed = {
@@ -430,6 +451,110 @@ class Node:
 
     def _block_unknown(self) -> bool:
         return bool(self._store.setting("block_unknown", 0))
+
+    def set_invisible(self, on: bool) -> Snapshot:
+        """Invisible: the identity onion is withdrawn (no new requests, and nobody can see
+        us online by it) while contacts with endpoint onions still reach us. The loop
+        stream pauses, since it travels through the identity onion."""
+        if self._endpoints is None:
+            raise SendError(f"the {self._transport.name} transport has no invisible mode")
+        self._store.set_setting("invisible", int(on))
+        self._background(
+            self._endpoints.set_identity_published(not on), "changing the identity onion"
+        )
+        if on:
+            self._loop_connector.stop()
+            if self._loop_out is not None:
+                self._loop_out.close("invisible")
+        elif self._running and self._scheduler.profile.loop_rate > 0:
+            self._loop_connector.start()
+        return {"invisible": on}
+
+    def _invisible(self) -> bool:
+        return bool(self._store.setting("invisible", 0))
+
+    # -- endpoint onions (docs/protocol.md, "Endpoint onions") -------------------------------
+
+    def _publish_endpoints(self, endpoints: Endpoints) -> None:
+        """Hand the transport what the store holds for one contact (tor keeps it only in
+        memory, so this runs at every start)."""
+        assert self._endpoints is not None
+        if endpoints.our_endpoint_seed is not None and endpoints.their_auth_public is not None:
+            key = EndpointKey(endpoints.our_endpoint_seed)
+            self._background(
+                self._endpoints.add_endpoint(key, endpoints.their_auth_public),
+                "publishing an endpoint onion",
+            )
+        if endpoints.their_endpoint is not None and endpoints.our_auth_private is not None:
+            self._background(
+                self._endpoints.add_client_auth(
+                    endpoints.their_endpoint, endpoints.our_auth_private
+                ),
+                "adding a contact's endpoint key",
+            )
+
+    def _background(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        def failed(failure: Failure) -> None:
+            log.warn("{what} failed: {error}", what=what, error=failure.getErrorMessage())
+
+        Deferred.fromCoroutine(work).addErrback(failed)
+
+    def _ask_for_endpoint(self, peer: _Peer, protocol: LinkProtocol) -> None:
+        """Our contact's endpoint onion is unknown yet: give them a client-auth key for it."""
+        if self._endpoints is None or not peer.contact.accepted:
+            return
+        endpoints = self._store.endpoints(peer.contact.id)
+        if endpoints.their_endpoint is not None:
+            return
+        if endpoints.our_auth_private is None:
+            endpoints = replace(endpoints, our_auth_private=ClientAuthKey.generate().private)
+            self._store.save_endpoints(endpoints)
+        assert endpoints.our_auth_private is not None
+        self._send(protocol, EndpointAuth(ClientAuthKey(endpoints.our_auth_private).public))
+
+    def _offer_endpoint(self, peer: _Peer, protocol: LinkProtocol, auth: EndpointAuth) -> None:
+        if self._endpoints is None or not peer.contact.accepted:
+            return
+        endpoints = self._store.endpoints(peer.contact.id)
+        seed = endpoints.our_endpoint_seed
+        if seed is None:
+            published = [e for e in self._store.all_endpoints() if e.our_endpoint_seed]
+            if len(published) >= MAX_ENDPOINTS:
+                log.info("endpoint onion limit reached: a contact keeps the identity onion")
+                return
+            seed = EndpointKey.generate().seed
+        endpoints = replace(
+            endpoints, our_endpoint_seed=seed, their_auth_public=auth.client_auth_public
+        )
+        self._store.save_endpoints(endpoints)
+        self._publish_endpoints(replace(endpoints, their_endpoint=None))
+        self._send(protocol, EndpointOffer(EndpointKey(seed).public_key))
+
+    def _accept_endpoint(self, peer: _Peer, offer: EndpointOffer) -> None:
+        if self._endpoints is None:
+            return
+        endpoints = self._store.endpoints(peer.contact.id)
+        if endpoints.our_auth_private is None:
+            return  # we never asked: nothing to reach it with
+        onion = onion_address_from_public_key(offer.service_public)
+        if onion == endpoints.their_endpoint:
+            return
+        endpoints = replace(endpoints, their_endpoint=onion)
+        self._store.save_endpoints(endpoints)
+        self._publish_endpoints(replace(endpoints, our_endpoint_seed=None))
+
+    def _forget_endpoints(self, contact: Contact) -> None:
+        if self._endpoints is None:
+            return
+        endpoints = self._store.endpoints(contact.id)
+        if endpoints.our_endpoint_seed is not None:
+            onion = EndpointKey(endpoints.our_endpoint_seed).onion_address
+            self._background(self._endpoints.remove_endpoint(onion), "removing an endpoint")
+        if endpoints.their_endpoint is not None:
+            self._background(
+                self._endpoints.remove_client_auth(endpoints.their_endpoint),
+                "removing a contact's endpoint key",
+            )
 
     def _refresh(self, contact_id: int) -> _Peer:
         contact = self._store.contact_by_id(contact_id)
@@ -565,8 +690,18 @@ class Node:
         self._open_link(contact, self._peers[contact.address].connector)
 
     def _open_link(self, contact: Contact, connector: Connector) -> None:
-        """Dial a link to ``contact``; failures go to ``connector``, success to the events."""
-        endpoint = self._transport.client_endpoint(contact)
+        """Dial a link to ``contact``; failures go to ``connector``, success to the events.
+        A contact who gave us an endpoint onion is dialled there and nowhere else."""
+        their_endpoint = (
+            self._store.endpoints(contact.id).their_endpoint
+            if self._endpoints is not None and contact.id
+            else None
+        )
+        if their_endpoint is not None:
+            assert self._endpoints is not None
+            endpoint = self._endpoints.endpoint_for(their_endpoint)
+        else:
+            endpoint = self._transport.client_endpoint(contact)
         if endpoint is None:
             # Nothing to dial (a tcp contact without --tcp): wait for them to call us.
             connector.dial_failed()
@@ -744,13 +879,22 @@ class Node:
         if peer is None or peer.link is not protocol:
             return  # a link we are dropping: the peer will resend on the kept one
         message = event.message
+        news = False
         if not isinstance(message, ContactRequest) and not peer.contact.accepted:
             # They answered (a greeting, an Ack, an envelope): they know us. Stop asking.
             self._store.set_accepted(peer.contact.id)
             peer = self._refresh(peer.contact.id)
+            news = True
         if peer.connector.state != "connected":
             peer.connector.link_established()  # their first message: the link is up
+            news = True
+        if news:
             self._notify({"event": "contact", **self._contact_snapshot(peer)})
+            self._ask_for_endpoint(peer, protocol)
+        if isinstance(message, EndpointAuth):
+            self._offer_endpoint(peer, protocol, message)
+        elif isinstance(message, EndpointOffer):
+            self._accept_endpoint(peer, message)
         if isinstance(message, Envelope):
             self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):

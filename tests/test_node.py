@@ -19,6 +19,7 @@ from zope.interface import implementer
 import onionmsg.node as node_module
 from onionmsg.cli import describe_status
 from onionmsg.contacts.requests import Action, RequestError
+from onionmsg.crypto.endpoint import ClientAuthKey, EndpointKey
 from onionmsg.crypto.identity import Identity
 from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.mix.scheduler import PROFILES, Profile
@@ -39,6 +40,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 class MemoryNetwork:
     def __init__(self) -> None:
         self.listeners: dict[str, IProtocolFactory] = {}
+        self.authorized: dict[str, bytes] = {}  # endpoint onion -> client-auth public key
         self.pumps: list[IOPump] = []
 
     def pump(self) -> None:
@@ -99,6 +101,51 @@ class MemoryTransport:
         pass
 
 
+class OnionMemoryTransport(MemoryTransport):
+    """MemoryTransport with Tor's extras: endpoint onions that only a dialler holding the
+    authorised X25519 key reaches, and a withdrawable identity onion."""
+
+    def __init__(self, network: MemoryNetwork, address: str) -> None:
+        super().__init__(network, address)
+        self.client_keys: dict[str, bytes] = {}
+        self.endpoints: set[str] = set()
+        self._factory: IProtocolFactory | None = None
+
+    async def listen(self, factory: IProtocolFactory) -> str:
+        self._factory = factory
+        return await super().listen(factory)
+
+    async def add_endpoint(self, key: EndpointKey, authorized_client_x25519_pub: bytes) -> str:
+        assert self._factory is not None
+        self._network.listeners[key.onion_address] = self._factory
+        self._network.authorized[key.onion_address] = authorized_client_x25519_pub
+        self.endpoints.add(key.onion_address)
+        return key.onion_address
+
+    async def remove_endpoint(self, onion: str) -> None:
+        self._network.listeners.pop(onion, None)
+        self.endpoints.discard(onion)
+
+    async def add_client_auth(self, onion: str, x25519_private: bytes) -> None:
+        self.client_keys[onion] = x25519_private
+
+    async def remove_client_auth(self, onion: str) -> None:
+        self.client_keys.pop(onion, None)
+
+    async def set_identity_published(self, published: bool) -> None:
+        assert self._factory is not None
+        if published:
+            self._network.listeners[self._address] = self._factory
+        else:
+            self._network.listeners.pop(self._address, None)
+
+    def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
+        key = self.client_keys.get(onion)
+        if key is None or ClientAuthKey(key).public != self._network.authorized.get(onion):
+            return MemoryEndpoint(self._network, "no descriptor for us")  # tor: SOCKS 0xF4
+        return MemoryEndpoint(self._network, onion)
+
+
 class World:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -106,12 +153,18 @@ class World:
         self.network = MemoryNetwork()
         self.events: dict[str, list[dict[str, Any]]] = {}
 
-    def node(self, name: str, seed: int, cover: Profile = PROFILES["off"]) -> Node:
+    def node(
+        self,
+        name: str,
+        seed: int,
+        cover: Profile = PROFILES["off"],
+        transport: type[MemoryTransport] | None = None,
+    ) -> Node:
         identity = Identity(bytes([seed]) * 32)
         store = Store.create(self.tmp_path / f"{name}.db", bytes(32), identity)
         node = Node(
             store,
-            MemoryTransport(self.network, identity.onion_address),
+            (transport or MemoryTransport)(self.network, identity.onion_address),
             self.clock,
             wall_clock_ms=lambda: int(self.clock.seconds() * 1000),
             cover=cover,
@@ -494,3 +547,34 @@ def test_rename_remove_and_search_through_the_control_api(world: World) -> None:
     # The link went with the contact, and bob's redials are refused.
     assert [c["online"] for c in bob.contacts()] == [False]
     assert alice.status()["online"] == 0
+
+
+def test_contacts_move_to_private_endpoint_onions_and_survive_invisibility(world: World) -> None:
+    alice = world.node("alice", 1, transport=OnionMemoryTransport)
+    bob = world.node("bob", 2, transport=OnionMemoryTransport)
+    mallory = world.node("mallory", 3, transport=OnionMemoryTransport)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    alice_tor, bob_tor = alice._transport, bob._transport
+    assert isinstance(alice_tor, OnionMemoryTransport)
+    assert isinstance(bob_tor, OnionMemoryTransport)
+    # Each published one endpoint for the other, and holds the key to the other's.
+    assert len(alice_tor.endpoints) == len(bob_tor.endpoints) == 1
+    assert set(bob_tor.client_keys) == alice_tor.endpoints
+    assert set(alice_tor.client_keys) == bob_tor.endpoints
+    # Alice goes invisible: strangers cannot reach her at all; bob still can.
+    assert alice.set_invisible(True) == {"invisible": True}
+    world.settle()
+    assert alice.status()["invisible"] is True
+    mallory.add_contact(alice.identity.onion_address, "alice", None, "hello?")
+    bob.block("alice")
+    bob.unblock("alice")  # bob's link goes and comes back: through alice's endpoint only
+    bob.send("alice", "through the back door")
+    world.settle(10)
+    assert texts(alice, "in") == [("through the back door", "received")]
+    assert alice.requests() == []
+    # Removing bob withdraws his endpoint and forgets the key to his.
+    alice.remove_contact("bob")
+    world.settle()
+    assert alice_tor.endpoints == set() and alice_tor.client_keys == {}

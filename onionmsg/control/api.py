@@ -70,10 +70,12 @@ def _dispatch(node: Node, method: str, params: dict[str, Any]) -> Any:
         action = Action(method.removeprefix("requests."))
         name = _text(params, "name", optional=True)
         return node.answer_request(_int(params, "id", 0), action, name)
-    if method == "settings.block_unknown":
+    if method in ("settings.block_unknown", "settings.invisible"):
         on = params.get("on")
         if not isinstance(on, bool):
             raise RequestError("parameter 'on' must be true or false")
+        if method == "settings.invisible":
+            return node.set_invisible(on)
         return node.set_block_unknown(on)
     if method == "contacts.rename":
         contact = _text(params, "contact")
