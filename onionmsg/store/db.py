@@ -24,7 +24,12 @@ from onionmsg.crypto.identity import Identity, normalize_onion_address
 from onionmsg.errors import AddressError, OnionmsgError
 from onionmsg.store.keys import KeyParams
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# How a store of an older schema version becomes the next one (in one transaction).
+_MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE contacts ADD COLUMN i2p_destination TEXT"],
+}
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -35,7 +40,8 @@ CREATE TABLE contacts (
     tcp_endpoint TEXT,
     added_at INTEGER NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0,
-    expire_seconds INTEGER NOT NULL DEFAULT 0
+    expire_seconds INTEGER NOT NULL DEFAULT 0,
+    i2p_destination TEXT
 );
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
@@ -100,6 +106,7 @@ class Contact:
     added_at: int
     verified: bool = False
     expire_seconds: int = 0  # 0: keep messages; else delete them this long after storing
+    i2p_destination: str | None = None  # base64; only ever one the contact's identity signed
 
     @property
     def display_name(self) -> str:
@@ -161,10 +168,21 @@ class Store:
             raise StoreError(f"{path} does not exist: run 'onionmsg init' first")
         store = cls(cls._connect(path, key))
         version = store._meta("schema_version")
+        if isinstance(version, int) and version in _MIGRATIONS:
+            store._migrate(version)
+            version = store._meta("schema_version")
         if version != SCHEMA_VERSION:
             store.close()
             raise StoreError(f"store schema version {version!r} is not supported")
         return store
+
+    def _migrate(self, version: int) -> None:
+        with self._transaction() as db:
+            while version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
 
     @staticmethod
     def _connect(path: Path, key: bytes) -> Any:
@@ -230,10 +248,30 @@ class Store:
             raise StoreError("the store holds no identity")
         return Identity(seed)
 
+    # -- the I2P destination ------------------------------------------------------------------
+
+    def i2p_private_key(self) -> str | None:
+        """The user's I2P destination with its private keys (SAM's base64), if any."""
+        value = self._meta("i2p_private_key")
+        return value if isinstance(value, str) else None
+
+    def set_i2p_private_key(self, private_key: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta VALUES ('i2p_private_key', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value",
+                (private_key,),
+            )
+
     # -- contacts ---------------------------------------------------------------------------
 
     def add_contact(
-        self, address: str, name: str | None, tcp_endpoint: str | None, now_ms: int
+        self,
+        address: str,
+        name: str | None,
+        tcp_endpoint: str | None,
+        now_ms: int,
+        i2p_destination: str | None = None,
     ) -> Contact:
         address = normalize_onion_address(address)
         if name is not None:
@@ -247,9 +285,9 @@ class Store:
         try:
             with self._transaction() as db:
                 cursor = db.execute(
-                    "INSERT INTO contacts (address, name, tcp_endpoint, added_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (address, name, tcp_endpoint, now_ms),
+                    "INSERT INTO contacts (address, name, tcp_endpoint, added_at, i2p_destination)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (address, name, tcp_endpoint, now_ms, i2p_destination),
                 )
                 contact_id = cursor.lastrowid
         except sqlcipher.IntegrityError:
@@ -259,7 +297,9 @@ class Store:
                     f"{address} is already a contact ({existing.display_name})"
                 ) from None
             raise ContactError(f"the name {name!r} is already taken") from None
-        return Contact(contact_id, address, name, tcp_endpoint, now_ms)
+        return Contact(
+            contact_id, address, name, tcp_endpoint, now_ms, i2p_destination=i2p_destination
+        )
 
     def contacts(self) -> list[Contact]:
         return self._contacts_where("1 = 1", ())
@@ -289,13 +329,15 @@ class Store:
 
     def _contacts_where(self, where: str, args: tuple[Any, ...]) -> list[Contact]:
         rows = self._db.execute(
-            "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds"  # noqa: S608 - fixed clauses only
+            "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds,"  # noqa: S608 - fixed clauses only
+            " i2p_destination"
             " FROM contacts"
             f" WHERE {where} ORDER BY id",
             args,
         )
         return [
-            Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6]) for row in rows
+            Contact(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
+            for row in rows
         ]
 
     def set_expiry(self, contact_id: int, seconds: int) -> None:

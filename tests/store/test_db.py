@@ -152,3 +152,36 @@ def test_key_params(tmp_path: Path) -> None:
     assert loaded == params
     assert (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
     assert KeyParams.new(passphrase=False).derive(None) == NO_PASSPHRASE_KEY
+
+
+def test_i2p_private_key_is_kept_encrypted_and_replaceable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store.create(path, KEY, Identity(bytes(32)))
+    assert store.i2p_private_key() is None
+    store.set_i2p_private_key("first-CANARY-key")
+    store.set_i2p_private_key("second-CANARY-key")
+    store.close()
+    assert b"CANARY" not in path.read_bytes()
+    assert Store.open(path, KEY).i2p_private_key() == "second-CANARY-key"
+
+
+def test_contacts_keep_their_i2p_destination(store: Store) -> None:
+    added = store.add_contact(OTHER.onion_address, "bob", None, 1, i2p_destination="dest")
+    assert added.i2p_destination == "dest"
+    assert store.find_contact("bob") == added
+    plain = store.add_contact(Identity(bytes([9]) * 32).onion_address, None, None, 2)
+    assert store.contact_by_id(plain.id).i2p_destination is None
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store.create(path, KEY, Identity(bytes(32)))
+    store.add_contact(OTHER.onion_address, "bob", None, 1)
+    # What a store written by schema version 1 looked like.
+    store._db.execute("ALTER TABLE contacts DROP COLUMN i2p_destination")
+    store._db.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    store.close()
+    store = Store.open(path, KEY)
+    assert store._meta("schema_version") == 2
+    (bob,) = store.contacts()
+    assert bob.name == "bob" and bob.i2p_destination is None
