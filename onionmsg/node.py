@@ -22,6 +22,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from onionmsg.contacts.contact_string import (
+    is_contact_string,
+    own_contact_string,
+    parse_contact_string,
+)
 from onionmsg.crypto.identity import Identity, parse_onion_address
 from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
@@ -40,6 +45,7 @@ from onionmsg.session.link import (
 )
 from onionmsg.store.db import Contact, OutboxEntry, Status, Store, StoredMessage
 from onionmsg.transport.base import Transport
+from onionmsg.transport.sam import b32_address
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
 from onionmsg.wire.messages import (
@@ -161,6 +167,7 @@ class Node:
     def status(self) -> Snapshot:
         return {
             "address": self.identity.onion_address,
+            "contact": own_contact_string(self._store),
             "passphrase": self._passphrase_protected,
             "transport": self._transport.name,
             "listening": self._listening,
@@ -199,12 +206,18 @@ class Node:
         return self._cover_status()
 
     def add_contact(self, address: str, name: str | None, tcp_endpoint: str | None) -> Snapshot:
+        i2p_destination = None
+        if is_contact_string(address):  # signed: the I2P destination is the contact's own
+            card = parse_contact_string(address)
+            address, i2p_destination = card.address, card.i2p_destination
         public_key = parse_onion_address(address)
         if public_key == self.identity.public_key:
             raise SendError("that is your own address")
         if tcp_endpoint is not None:
             parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
-        contact = self._store.add_contact(address, name, tcp_endpoint, self._now_ms())
+        contact = self._store.add_contact(
+            address, name, tcp_endpoint, self._now_ms(), i2p_destination
+        )
         peer = self._add_peer(contact)
         # The initiator of the pair opens the ratchet session right away, so the contact
         # can encrypt to us as soon as this first envelope reaches them.
@@ -551,6 +564,7 @@ class Node:
             "expire_seconds": contact.expire_seconds,
             "connection": peer.connector.state,
             "tcp": contact.tcp_endpoint,
+            "i2p": b32_address(contact.i2p_destination) if contact.i2p_destination else None,
         }
 
     def _message_snapshot(self, stored: StoredMessage) -> Snapshot:
