@@ -25,6 +25,7 @@ from onionmsg.config import (
     fsync_directory,
     write_private_file,
 )
+from onionmsg.contacts.contact_string import own_contact_string
 from onionmsg.control.client import ControlClient, DaemonNotRunning
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     passphrase_options(init, allow_none=True)
 
     address = commands.add_parser("address", help="print your onion address")
+    address.add_argument(
+        "--contact",
+        action="store_true",
+        help="print your signed onionmsg: contact string (onion address and I2P destination)",
+    )
     passphrase_options(address, allow_none=False)
 
     passwd = commands.add_parser("passwd", help="change the passphrase (re-keys the store)")
@@ -135,6 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     daemon.add_argument("--tor-binary", metavar="PATH", help="the tor to launch")
     daemon.add_argument(
+        "--i2p-sam",
+        metavar="HOST:PORT",
+        default="127.0.0.1:7656",
+        help="the I2P router's SAM bridge for --transport i2p: HOST:PORT or unix:/PATH "
+        "(default: 127.0.0.1:7656)",
+    )
+    daemon.add_argument(
+        "--i2p-tunnel-length",
+        type=int,
+        choices=range(8),
+        default=3,
+        metavar="HOPS",
+        help="hops per I2P tunnel (default 3; 0 only for a private test router)",
+    )
+    daemon.add_argument(
         "--cover",
         choices=sorted(PROFILES),
         default=DEFAULT_PROFILE,
@@ -171,8 +192,14 @@ def _parser() -> argparse.ArgumentParser:
     contact_commands = contacts.add_subparsers(
         dest="contacts_command", metavar="ACTION", required=True
     )
-    add = contact_commands.add_parser("add", help="add a contact by onion address")
-    add.add_argument("address", metavar="ADDRESS")
+    add = contact_commands.add_parser(
+        "add", help="add a contact by onion address or onionmsg: contact string"
+    )
+    add.add_argument(
+        "address",
+        metavar="ADDRESS",
+        help="an onion address, or a contact's onionmsg: string (its signature is checked)",
+    )
     add.add_argument("--name", help="a name of your choosing for this contact")
     add.add_argument(
         "--tcp", metavar="HOST:PORT", help="(development) the contact's tcp transport endpoint"
@@ -386,7 +413,7 @@ def cmd_address(home: Home, args: argparse.Namespace) -> int:
     try:
         with ControlClient(home.control_socket) as client:
             status = client.call("status")
-        print(status["address"])
+        print(status["contact"] if args.contact else status["address"])
         if not status["passphrase"]:
             print(_UNPROTECTED, file=sys.stderr)
         return 0
@@ -394,7 +421,10 @@ def cmd_address(home: Home, args: argparse.Namespace) -> int:
         pass
     store = _open_store(home, args)
     try:
-        print(store.identity().onion_address)
+        if args.contact:
+            print(own_contact_string(store))
+        else:
+            print(store.identity().onion_address)
     finally:
         store.close()
     if not KeyParams.load(home.keyfile_path).passphrase:
@@ -428,6 +458,8 @@ def _daemon_options(args: argparse.Namespace) -> Any:
         tor_password_file=args.tor_password_file,
         tor_binary=args.tor_binary,
         cover=_cover_profile(args.cover, args.cover_rate, args.loop_rate),
+        i2p_sam=args.i2p_sam,
+        i2p_tunnel_length=args.i2p_tunnel_length,
     )
 
 

@@ -28,6 +28,7 @@ from onionmsg.node import Node
 from onionmsg.store.db import Store
 from onionmsg.store.keys import KeyParams
 from onionmsg.transport.base import Transport
+from onionmsg.transport.i2p import DEFAULT_SAM, I2POptions, I2PTransport
 from onionmsg.transport.tcp import TCPTransport
 from onionmsg.transport.tor import TorOptions, TorTransport
 
@@ -47,6 +48,8 @@ class DaemonOptions:
     tor_password_file: Path | None = None
     tor_binary: str | None = None
     cover: Profile = PROFILES[DEFAULT_PROFILE]
+    i2p_sam: str = DEFAULT_SAM
+    i2p_tunnel_length: int = 3
 
 
 def start_logging(stream: IO[str], verbose: bool) -> None:
@@ -61,7 +64,7 @@ def start_logging(stream: IO[str], verbose: bool) -> None:
 
 
 def make_transport(
-    reactor: Any, home: Home, identity: Identity, options: DaemonOptions
+    reactor: Any, home: Home, identity: Identity, options: DaemonOptions, store: Store
 ) -> Transport:
     if options.transport == "tcp":
         return TCPTransport(reactor, options.listen)
@@ -75,10 +78,24 @@ def make_transport(
         transport = TorTransport(reactor, identity, tor_options)
         transport.add_status_listener(_report_tor_status)
         return transport
+    if options.transport == "i2p":
+        i2p_options = I2POptions(sam=options.i2p_sam, tunnel_length=options.i2p_tunnel_length)
+        i2p = I2PTransport(reactor, identity, store, i2p_options)
+        i2p.add_status_listener(_report_i2p_status)
+        return i2p
     raise TransportUnavailable(
         f"the {options.transport} transport is not available in this version: "
-        "use --transport tor or tcp"
+        "use --transport tor, i2p or tcp"
     )
+
+
+def _report_i2p_status(status: dict[str, Any]) -> None:
+    line = f"i2p: {status['state']}"
+    if status["destination"]:
+        line += f" ({status['destination']})"
+    if status["error"]:
+        line += f"; {status['error']}"
+    log.info("{line}", line=line)
 
 
 def _report_tor_status(status: dict[str, Any]) -> None:
@@ -127,7 +144,7 @@ async def start_daemon(
         socket_path = home.socket_path_for_bind()
         node = Node(
             store,
-            make_transport(reactor, home, store.identity(), options),
+            make_transport(reactor, home, store.identity(), options, store),
             reactor,
             passphrase_protected=KeyParams.load(home.keyfile_path).passphrase,
             cover=options.cover,

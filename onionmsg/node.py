@@ -23,6 +23,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from onionmsg.contacts.contact_string import (
+    is_contact_string,
+    own_contact_string,
+    parse_contact_string,
+)
 from onionmsg.contacts.requests import (
     MAX_PENDING,
     MAX_STRANGERS,
@@ -71,6 +76,7 @@ from onionmsg.store.db import (
     StoredMessage,
 )
 from onionmsg.transport.base import EndpointTransport, Transport
+from onionmsg.transport.sam import b32_address
 from onionmsg.transport.stream import LinkProtocol
 from onionmsg.transport.tcp import parse_host_port
 from onionmsg.wire.messages import (
@@ -256,6 +262,7 @@ class Node:
     def status(self) -> Snapshot:
         return {
             "address": self.identity.onion_address,
+            "contact": own_contact_string(self._store),
             "passphrase": self._passphrase_protected,
             "transport": self._transport.name,
             "listening": self._listening,
@@ -312,6 +319,10 @@ class Node:
     ) -> Snapshot:
         """Add a contact; until they answer, each link to them carries our request with
         ``message`` (they see it only if they do not know us yet)."""
+        i2p_destination = None
+        if is_contact_string(address):  # signed: the I2P destination is the contact's own
+            card = parse_contact_string(address)
+            address, i2p_destination = card.address, card.i2p_destination
         public_key = parse_onion_address(address)
         if public_key == self.identity.public_key:
             raise SendError("that is your own address")
@@ -319,7 +330,12 @@ class Node:
             parse_host_port(tcp_endpoint)  # a clear error now, not a silent dial failure later
         note = clean_message(message)
         contact = self._store.add_contact(
-            address, name, tcp_endpoint, self._now_ms(), request_message=note
+            address,
+            name,
+            tcp_endpoint,
+            self._now_ms(),
+            request_message=note,
+            i2p_destination=i2p_destination,
         )
         peer = self._add_peer(contact)
         # The initiator of the pair opens the ratchet session right away, so the contact
@@ -1020,6 +1036,7 @@ class Node:
             "accepted": contact.accepted,
             "blocked": contact.blocked,
             "tcp": contact.tcp_endpoint,
+            "i2p": b32_address(contact.i2p_destination) if contact.i2p_destination else None,
         }
 
     def _message_snapshot(self, stored: StoredMessage) -> Snapshot:

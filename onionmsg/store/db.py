@@ -24,7 +24,7 @@ from onionmsg.crypto.identity import Identity, normalize_onion_address
 from onionmsg.errors import AddressError, OnionmsgError
 from onionmsg.store.keys import KeyParams
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -38,7 +38,8 @@ CREATE TABLE contacts (
     expire_seconds INTEGER NOT NULL DEFAULT 0,
     accepted INTEGER NOT NULL DEFAULT 0,
     blocked INTEGER NOT NULL DEFAULT 0,
-    request_message TEXT NOT NULL DEFAULT ''
+    request_message TEXT NOT NULL DEFAULT '',
+    i2p_destination TEXT
 );
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
@@ -99,6 +100,7 @@ _MIGRATIONS: dict[int, list[str]] = {
         _SCHEMA[_SCHEMA.index("CREATE TABLE requests") : _SCHEMA.index("CREATE TABLE endpoints")],
     ],
     2: [_SCHEMA[_SCHEMA.index("CREATE TABLE endpoints") :]],
+    3: ["ALTER TABLE contacts ADD COLUMN i2p_destination TEXT"],
 }
 
 
@@ -133,6 +135,7 @@ class Contact:
     accepted: bool = True  # False until they answer us once (our request is pending there)
     blocked: bool = False
     request_message: str = ""  # the note sent with our request while not accepted
+    i2p_destination: str | None = None  # base64; only ever one the contact's identity signed
 
     @property
     def display_name(self) -> str:
@@ -360,6 +363,21 @@ class Store:
             raise StoreError("the store holds no identity")
         return Identity(seed)
 
+    # -- the I2P destination ------------------------------------------------------------------
+
+    def i2p_private_key(self) -> str | None:
+        """The user's I2P destination with its private keys (SAM's base64), if any."""
+        value = self._meta("i2p_private_key")
+        return value if isinstance(value, str) else None
+
+    def set_i2p_private_key(self, private_key: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO meta VALUES ('i2p_private_key', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value",
+                (private_key,),
+            )
+
     # -- contacts ---------------------------------------------------------------------------
 
     def add_contact(
@@ -370,6 +388,7 @@ class Store:
         now_ms: int,
         *,
         request_message: str = "",
+        i2p_destination: str | None = None,
     ) -> Contact:
         """A new contact. If the address has asked us (a pending request), adding it is the
         answer: the request goes and the contact starts out accepted."""
@@ -384,10 +403,17 @@ class Store:
                 accepted = request is not None
                 db.execute("DELETE FROM requests WHERE address = ?", (address,))
                 cursor = db.execute(
-                    "INSERT INTO contacts"
-                    " (address, name, tcp_endpoint, added_at, accepted, request_message)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (address, name, tcp_endpoint, now_ms, accepted, request_message),
+                    "INSERT INTO contacts (address, name, tcp_endpoint, added_at, accepted,"
+                    " request_message, i2p_destination) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        address,
+                        name,
+                        tcp_endpoint,
+                        now_ms,
+                        accepted,
+                        request_message,
+                        i2p_destination,
+                    ),
                 )
                 contact_id = cursor.lastrowid
         except sqlcipher.IntegrityError:
@@ -428,7 +454,7 @@ class Store:
     def _contacts_where(self, where: str, args: tuple[Any, ...]) -> list[Contact]:
         rows = self._db.execute(
             "SELECT id, address, name, tcp_endpoint, added_at, verified, expire_seconds,"  # noqa: S608 - fixed clauses only
-            " accepted, blocked, request_message FROM contacts"
+            " accepted, blocked, request_message, i2p_destination FROM contacts"
             f" WHERE {where} ORDER BY id",
             args,
         )
@@ -444,6 +470,7 @@ class Store:
                 bool(row[7]),
                 bool(row[8]),
                 row[9],
+                row[10],
             )
             for row in rows
         ]

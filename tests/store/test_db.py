@@ -210,9 +210,10 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     (contact,) = store.contacts()
     # Contacts of version 1 were added by hand on both sides: they count as accepted.
     assert (contact.name, contact.accepted, contact.blocked) == ("bob", True, False)
+    assert contact.i2p_destination is None
     assert store.requests() == []
     store.close()
-    assert Store.open(path, key).identity().seed == identity.seed  # opens again as version 2
+    assert Store.open(path, key).identity().seed == identity.seed  # opens again, upgraded
 
 
 def test_requests_one_row_per_address_bounded(store: Store) -> None:
@@ -226,3 +227,22 @@ def test_requests_one_row_per_address_bounded(store: Store) -> None:
     # Adding a requester as a contact answers the request.
     contact = store.add_contact(addresses[2], "carol", None, 100)
     assert contact.accepted and store.request_for(addresses[2]) is None
+
+
+def test_i2p_private_key_is_kept_encrypted_and_replaceable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store.create(path, KEY, Identity(bytes(32)))
+    assert store.i2p_private_key() is None
+    store.set_i2p_private_key("first-CANARY-key")
+    store.set_i2p_private_key("second-CANARY-key")
+    store.close()
+    assert b"CANARY" not in path.read_bytes()
+    assert Store.open(path, KEY).i2p_private_key() == "second-CANARY-key"
+
+
+def test_contacts_keep_their_i2p_destination(store: Store) -> None:
+    added = store.add_contact(OTHER.onion_address, "bob", None, 1, i2p_destination="dest")
+    assert added.i2p_destination == "dest"
+    assert store.find_contact("bob") == added
+    plain = store.add_contact(Identity(bytes([9]) * 32).onion_address, None, None, 2)
+    assert store.contact_by_id(plain.id).i2p_destination is None
