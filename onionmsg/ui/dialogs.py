@@ -397,12 +397,15 @@ class RequestsDialog(Dialog):
 
     def follow(self, state: State) -> None:
         selected = self.selected()
+        position = self.walker.focus or 0
         items = [RequestItem(r, self.tz) for r in state.requests]
         none: list[urwid.Widget] = [urwid.Text(("offline", "No pending requests."))]
         self.walker[:] = items or none
-        for index, item in enumerate(items):
-            if selected is not None and item.request.id == selected.id:
-                self.walker.set_focus(index)
+        # The same request stays selected; if it is gone, the one that took its place.
+        ids = [item.request.id for item in items]
+        if selected is not None and selected.id in ids:
+            position = ids.index(selected.id)
+        self.walker.set_focus(min(position, len(self.walker) - 1))
         count = len(state.requests)
         text = f"{count} pending" if count else ""
         if state.status.block_unknown:
@@ -485,7 +488,7 @@ class SettingsDialog(Info):
         super().__init__("Settings", body, on_close, focus=focus_index)
 
     def show_error(self, text: str) -> None:
-        self.error.set_text(text)
+        self.error.set_text(f"Not changed: {text}")
 
 
 def _bind_toggle(
