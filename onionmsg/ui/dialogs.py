@@ -379,7 +379,8 @@ class RequestsDialog(Dialog):
         self.summary = urwid.Text("")
         explanation = urwid.Text(
             "People who added you, with the note they sent. Until you accept, they are "
-            "not contacts and learn nothing from you; reject or block is never told to them."
+            "not contacts and learn nothing from you; if you reject or block, they are "
+            "not told."
         )
         body = urwid.Pile(
             [
