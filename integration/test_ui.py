@@ -158,6 +158,14 @@ def test_a_contact_request_is_accepted_in_the_ui(
     assert re.search(r"\d\d:\d\d alice: before you accepted", screen), screen
     assert re.search(r"\d\d:\d\d alice: thanks for accepting", screen), screen
     tmux.wait("bob", "● alice")
+    # Invisible mode needs tor: on tcp the daemon's refusal is shown, and nothing changes.
+    tmux.keys("bob", "Tab")  # from the input to the contacts (Esc then s would be Alt-s)
+    tmux.keys("bob", "s")
+    tmux.wait("bob", "[ ] Invisible: off")
+    tmux.keys("bob", "Down")
+    tmux.keys("bob", "Enter")
+    screen = tmux.wait("bob", "Not changed: the tcp transport has no invisible mode")
+    assert "invisible" not in screen.splitlines()[-1]
     assert (bob.home / "ui.stderr").read_text() == ""
 
 
