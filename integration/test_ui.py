@@ -130,6 +130,45 @@ def test_add_a_contact_send_and_see_it_delivered(
     assert (alice.home / "ui.stderr").read_text() == ""
 
 
+def test_a_contact_request_is_accepted_in_the_ui(
+    tmux: Tmux, alice_and_bob: tuple[User, User]
+) -> None:
+    alice, bob = alice_and_bob
+    tmux.start_ui("bob", bob)
+    tmux.wait("bob", "Press a to add one.")
+    # Alice, a stranger to bob, adds him with a note: bob's UI shows a request, live.
+    alice.cli("contacts", "add", bob.address, "--name", "bob", "--tcp", bob.tcp_endpoint(),
+              "--message", "alice from the \x1b[1mconference")  # fmt: skip
+    alice.cli("send", "bob", "before you accepted")
+    tmux.wait("bob", "requests: 1")
+    tmux.keys("bob", "R")
+    screen = tmux.wait("bob", "Contact requests")
+    assert re.search(rf"\d\d:\d\d  {alice.address[:10]}…  alice from the \[1mconference", screen)
+    assert "0/0 online" in screen.splitlines()[0]  # a request is not a contact
+    # Bob accepts it, naming her; the conversation opens.
+    tmux.keys("bob", "a")
+    tmux.wait("bob", "Accept the request")
+    tmux.keys("bob", "alice", literal=True)
+    tmux.keys("bob", "Enter")
+    screen = tmux.wait("bob", "alice is a contact now.")
+    assert "requests: 0" in screen.splitlines()[-1]
+    # Her messages now reach him: the one she sent before, and a new one.
+    alice.cli("send", "bob", "thanks for accepting")
+    screen = tmux.wait("bob", "thanks for accepting", timeout=60)
+    assert re.search(r"\d\d:\d\d alice: before you accepted", screen), screen
+    assert re.search(r"\d\d:\d\d alice: thanks for accepting", screen), screen
+    tmux.wait("bob", "● alice")
+    # Invisible mode needs tor: on tcp the daemon's refusal is shown, and nothing changes.
+    tmux.keys("bob", "Tab")  # from the input to the contacts (Esc then s would be Alt-s)
+    tmux.keys("bob", "s")
+    tmux.wait("bob", "[ ] Invisible: off")
+    tmux.keys("bob", "Down")
+    tmux.keys("bob", "Enter")
+    screen = tmux.wait("bob", "Not changed: the tcp transport has no invisible mode")
+    assert "invisible" not in screen.splitlines()[-1]
+    assert (bob.home / "ui.stderr").read_text() == ""
+
+
 DANGEROUS = [
     "\x1b]0;PWNED-TITLE\x07",
     "\x1b]2;PWNED-TITLE\x1b\\",

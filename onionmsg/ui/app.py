@@ -26,10 +26,10 @@ from onionmsg.errors import OnionmsgError
 from onionmsg.mix.scheduler import PROFILES
 from onionmsg.store.db import Store
 from onionmsg.ui import dialogs
-from onionmsg.ui.model import MessageView, State
+from onionmsg.ui.model import MessageView, RequestView, State
 from onionmsg.ui.sanitize import sanitize_plain
 from onionmsg.ui.themes import colours, next_theme, palette
-from onionmsg.ui.views import MainView
+from onionmsg.ui.views import MainView, short_address
 
 STATUS_POLL_SECONDS = 2.0  # queued cells change without an event; the rest comes as events
 
@@ -53,6 +53,7 @@ class App:
     ) -> None:
         self.client = client
         self.theme = theme
+        self.tz = tz
         self.in_process = in_process
         self.state = State()
         self.view = MainView(self, tz)
@@ -71,7 +72,16 @@ class App:
         state = self.state.with_status(status).with_contacts(contacts).with_history(history)
         self.set_state(state.select(state.selected))
         self.view.focus_pane("input" if state.contacts else "contacts")
+        self.load_requests()
         self.redraw()
+
+    def load_requests(self) -> None:
+        """The pending requests (after any event could have changed them unseen)."""
+        self._call(
+            "requests.list",
+            lambda items: self.set_state(self.state.with_requests(items)),
+            lambda _reason: None,  # a daemon without contact requests: nothing to show
+        )
 
     def set_state(self, state: State) -> None:
         self.state = state
@@ -94,12 +104,21 @@ class App:
             self.set_state(self.state.with_network(event))
         elif kind == "deleted" and type(event.get("seq")) is int:
             self.set_state(self.state.without_message(event["seq"]))
+        elif kind == "request":
+            self.set_state(self.state.with_request(event))
 
     def on_lost(self, reason: str) -> None:
         self.set_state(replace(self.state, connected=False, notice=f"{reason}: press q to quit"))
 
     def poll(self) -> None:
-        self._call("status", lambda status: self.set_state(self.state.with_status(status)))
+        def polled(status: dict[str, Any]) -> None:
+            known = len(self.state.requests)
+            self.set_state(self.state.with_status(status))
+            # Answered elsewhere (the CLI), or dropped by the daemon: read them again.
+            if self.state.status.pending_requests not in (None, known):
+                self.load_requests()
+
+        self._call("status", polled)
 
     def _call(
         self,
@@ -314,6 +333,103 @@ class App:
         dialog = dialogs.cover_dialog(
             list(PROFILES.values()), self.state.status.cover.profile, chosen, self.close_dialog
         )
+        self.view.open_dialog(dialog)
+
+    def do_block_contact(self) -> None:
+        address = self._selected_or_notice()
+        contact = self.state.contact(address)
+        if address is None or contact is None:
+            return
+        name = sanitize_plain(contact.name)
+        method = "contacts.unblock" if contact.blocked else "contacts.block"
+
+        def done(result: dict[str, Any]) -> None:
+            notice = f"{name} is blocked." if result.get("blocked") else f"{name} is unblocked."
+            self.set_state(self.state.with_contact(result).with_notice(notice))
+
+        def yes() -> None:
+            self.close_dialog()
+            self._call(method, done, contact=address)
+
+        if contact.blocked:
+            title = "Unblock contact"
+            question = f"Unblock {name}? Their links are accepted again and messages flow."
+        else:
+            title = "Block contact"
+            question = (
+                f"Block {name}? The link closes and nothing goes in or out (no messages, "
+                "no requests) until you unblock them. They are not told; your history stays."
+            )
+        self.view.open_dialog(dialogs.Confirm(title, question, yes, self.close_dialog))
+
+    def do_requests(self) -> None:
+        self.load_requests()
+        self._open_requests()
+
+    def _open_requests(self) -> None:
+        dialog = dialogs.RequestsDialog(self.state, self.tz, self.answer_request)
+        self.view.open_dialog(dialog, tall=True)
+        self.redraw()
+
+    def answer_request(self, command: str, request: RequestView) -> None:
+        """Accept (asks for a name), reject, or block (asks first) one request."""
+        shown = sanitize_plain(short_address(request.address))
+
+        def answered(notice: str) -> Callable[[Any], None]:
+            # The requests dialog, if open, follows the state: the request leaves it.
+            return lambda _result: self.set_state(
+                self.state.without_request(request.id).with_notice(notice)
+            )
+
+        if command == "REJECT_REQUEST":
+            notice = f"Rejected {shown}: ignored for a week."
+            self._call("requests.reject", answered(notice), id=request.id)
+        elif command == "BLOCK_REQUEST":
+
+            def block() -> None:
+                self._open_requests()
+                self._call("requests.block", answered(f"Blocked {shown}."), id=request.id)
+
+            question = dialogs.request_block_question(request)
+            self.view.open_dialog(dialogs.Confirm("Block", question, block, self._open_requests))
+        elif command == "ACCEPT_REQUEST":
+            form: dialogs.Form
+
+            def accepted(contact: dict[str, Any]) -> None:
+                self.close_dialog()
+                state = self.state.without_request(request.id).with_contact(contact)
+                name = sanitize_plain(str(contact.get("name")))
+                state = state.select(str(contact.get("address")))
+                self.set_state(state.with_notice(f"{name} is a contact now."))
+                self.view.focus_pane("input")
+
+            def submit(name: str | None) -> None:
+                self._call("requests.accept", accepted, form.show_error, id=request.id, name=name)
+
+            form = dialogs.accept_form(request, submit, self._open_requests)
+            self.view.open_dialog(form)
+
+    def do_settings(self, focus: str = "block_unknown") -> None:
+        dialog: dialogs.SettingsDialog
+
+        def toggle(name: str, on: bool) -> None:
+            def done(result: dict[str, Any]) -> None:
+                label = dialogs.SETTINGS_TEXT[name][0]
+                self.set_state(
+                    self.state.with_settings(result).with_notice(
+                        f"{label}: {'on' if on else 'off'}"
+                    )
+                )
+                self.do_settings(name)
+                self.redraw()
+
+            def refused(reason: str) -> None:
+                dialog.show_error(reason)
+                self.redraw()
+
+            self._call(f"settings.{name}", done, refused, on=on)
+
+        dialog = dialogs.SettingsDialog(self.state.status, toggle, self.close_dialog, focus)
         self.view.open_dialog(dialog)
 
     def do_theme(self) -> None:

@@ -7,6 +7,7 @@ Esc closes any dialog (the main view handles it); Enter presses the focused butt
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import tzinfo
 from typing import Any
 
 import segno
@@ -14,10 +15,16 @@ import urwid
 
 from onionmsg.crypto.identity import parse_onion_address
 from onionmsg.errors import AddressError
-from onionmsg.ui.keys import help_sections, is_command_key
-from onionmsg.ui.model import MessageView
-from onionmsg.ui.sanitize import sanitize
-from onionmsg.ui.views import human_bytes, human_seconds, styled
+from onionmsg.ui.keys import (
+    command_for_key,
+    help_sections,
+    is_command_key,
+    key_label,
+    keys_for_command,
+)
+from onionmsg.ui.model import MessageView, RequestView, State, Status
+from onionmsg.ui.sanitize import sanitize, sanitize_plain
+from onionmsg.ui.views import human_bytes, human_seconds, short_address, styled
 
 QR_BORDER = 2  # modules of quiet zone; scanners manage with two
 
@@ -241,9 +248,11 @@ def help_dialog() -> Scrolling:
         rows.append(urwid.Divider())
     rows.append(
         urwid.Text(
-            "Status bar: tor's progress (reachable once your onion service is published), "
-            "the cover-traffic profile with its cost and the cells waiting to leave, and "
-            "pending contact requests. A message shows queued (stored, waiting for a "
+            "Status bar: tor's progress (reachable once your onion service is published) "
+            "and whether its proof-of-work defence (PoW) is on, 'invisible' when your "
+            "address is withdrawn, pending contact requests (R shows them), and the "
+            "cover-traffic profile with its cost and the cells waiting to leave. In the "
+            "contact list ⊘ marks a blocked contact. A message shows queued (stored, waiting for a "
             "link), sent (on its way) or delivered (the contact has it). Text a peer "
             "chose is shown with visible escapes such as \\x1b for characters that could "
             "act on the terminal."
@@ -315,3 +324,175 @@ def cover_dialog(
         label = f"{mark} {profile.name:<9} {cost}"
         body.append(_button(label, _bind(on_choose, profile.name)))
     return Info("Cover traffic", body, on_close, focus=focus)
+
+
+# -- who may reach me: contact requests, settings ----------------------------------------------
+
+
+def _keys_hint(*commands: tuple[str, str]) -> str:
+    """'a accept · r reject' from the key table, so the hint can't disagree with it."""
+    return " · ".join(
+        f"{key_label(keys_for_command(command)[0])} {word}" for command, word in commands
+    )
+
+
+class RequestItem(urwid.WidgetWrap[urwid.Widget]):
+    """One request: when, whose address (short), their note; all of it the stranger's."""
+
+    def __init__(self, request: RequestView, tz: tzinfo | None) -> None:
+        self.request = request
+        when = f"{request.time.astimezone(tz):%Y-%m-%d %H:%M}" if request.time else "?"
+        note = sanitize(request.message) or [("offline", "(no note)")]
+        row = urwid.Columns(
+            [
+                (17, urwid.Text(("time", when))),
+                (12, urwid.Text(styled(sanitize(short_address(request.address)), "peer"))),
+                urwid.Text(note),
+            ],
+            dividechars=1,
+        )
+        super().__init__(urwid.AttrMap(row, "dialog", "button_focus"))
+
+    def selectable(self) -> bool:
+        return True
+
+    def keypress(self, size: tuple[()] | tuple[int] | tuple[int, int], key: str) -> str | None:
+        return key
+
+
+class RequestsDialog(Dialog):
+    """The pending contact requests, redrawn as requests arrive (``follow``); the keys of
+    the "requests" context act on the selected one through the app's callbacks."""
+
+    def __init__(
+        self,
+        state: State,
+        tz: tzinfo | None,
+        on_answer: Callable[[str, RequestView], None],
+    ) -> None:
+        self.tz, self.on_answer = tz, on_answer
+        self.walker: urwid.SimpleFocusListWalker[Any] = urwid.SimpleFocusListWalker([])
+        self.listbox = urwid.ListBox(self.walker)
+        hint = _keys_hint(
+            ("ACCEPT_REQUEST", "accept"), ("REJECT_REQUEST", "reject"), ("BLOCK_REQUEST", "block")
+        )
+        self.summary = urwid.Text("")
+        explanation = urwid.Text(
+            "People who added you, with the note they sent. Until you accept, they are "
+            "not contacts and learn nothing from you; if you reject or block, they are "
+            "not told."
+        )
+        body = urwid.Pile(
+            [
+                ("pack", explanation),
+                ("pack", urwid.Divider()),
+                self.listbox,
+                ("pack", urwid.Divider()),
+                ("pack", self.summary),
+                ("pack", urwid.Text(("help_key", hint))),
+            ],
+            focus_item=2,
+        )
+        super().__init__("Contact requests", body)
+        self.follow(state)
+
+    def follow(self, state: State) -> None:
+        selected = self.selected()
+        position = self.walker.focus or 0
+        items = [RequestItem(r, self.tz) for r in state.requests]
+        none: list[urwid.Widget] = [urwid.Text(("offline", "No pending requests."))]
+        self.walker[:] = items or none
+        # The same request stays selected; if it is gone, the one that took its place.
+        ids = [item.request.id for item in items]
+        if selected is not None and selected.id in ids:
+            position = ids.index(selected.id)
+        self.walker.set_focus(min(position, len(self.walker) - 1))
+        count = len(state.requests)
+        text = f"{count} pending" if count else ""
+        if state.status.block_unknown:
+            text += ("; " if text else "") + "block unknown is on: new requests are dropped"
+        self.summary.set_text(text)
+
+    def selected(self) -> RequestView | None:
+        if not self.walker:
+            return None
+        widget, _position = self.walker.get_focus()
+        return widget.request if isinstance(widget, RequestItem) else None
+
+    def keypress(self, size: tuple[()] | tuple[int] | tuple[int, int], key: str) -> str | None:
+        command = command_for_key(key, "requests")
+        request = self.selected()
+        if command in ("ACCEPT_REQUEST", "REJECT_REQUEST", "BLOCK_REQUEST"):
+            if request is not None:
+                self.on_answer(command, request)
+            return None
+        return super().keypress(size, key)
+
+
+def accept_form(
+    request: RequestView, on_submit: Callable[[str | None], None], on_cancel: Callable[[], None]
+) -> Form:
+    """Accepting asks for a name of the user's choosing (optional: else the address)."""
+    note = sanitize_plain(request.message) or "(no note)"
+    hint = f"{sanitize_plain(request.address)}.onion\nTheir note: {note}"
+
+    def submit(values: list[str]) -> None:
+        on_submit(values[0].strip() or None)
+
+    return Form("Accept the request", [("Name", "")], hint, submit, on_cancel)
+
+
+def request_block_question(request: RequestView) -> str:
+    return (
+        f"Block {sanitize_plain(short_address(request.address))}? Their requests are "
+        "dropped unseen from now on, and they are not told. ('onionmsg contacts unblock "
+        "ADDRESS' undoes it.)"
+    )
+
+
+SETTINGS_TEXT = {
+    "block_unknown": (
+        "Block unknown",
+        "every contact request is dropped unseen; contacts still reach you",
+    ),
+    "invisible": (
+        "Invisible",
+        "your public address is withdrawn: nobody can send you a request or see you "
+        "online by it; contacts with endpoint onions still reach you (tor only)",
+    ),
+}
+
+
+class SettingsDialog(Info):
+    """Who may reach me: one toggle per setting; the daemon's refusal shows in the dialog."""
+
+    def __init__(
+        self,
+        status: Status,
+        on_toggle: Callable[[str, bool], None],
+        on_close: Callable[[], None],
+        focus: str = "block_unknown",
+    ) -> None:
+        self.error = urwid.Text("")
+        body: list[urwid.Widget] = []
+        focus_index = 0
+        for name, (label, text) in SETTINGS_TEXT.items():
+            on = bool(getattr(status, name))
+            if name == focus:
+                focus_index = len(body)
+            button = _button(
+                f"[{'x' if on else ' '}] {label}: {'on' if on else 'off'}",
+                _bind_toggle(on_toggle, name, not on),
+            )
+            body += [button, urwid.Text(("offline", f"    {text}"))]
+        body.append(urwid.AttrMap(self.error, "error"))
+        super().__init__("Settings", body, on_close, focus=focus_index)
+
+    def show_error(self, text: str) -> None:
+        self.error.set_text(f"Not changed: {text}")
+
+
+def _bind_toggle(
+    function: Callable[[str, bool], None], name: str, value: bool
+) -> Callable[[], None]:
+    return lambda: function(name, value)

@@ -30,6 +30,7 @@ CONTEXTS: dict[str, str] = {
     "messages": "In the messages",
     "input": "In the input line",
     "dialog": "In a dialog",
+    "requests": "In the contact requests",
 }
 PARENT: dict[str, str | None] = {
     "anywhere": None,
@@ -38,6 +39,7 @@ PARENT: dict[str, str | None] = {
     "messages": "lists",
     "input": "anywhere",
     "dialog": "anywhere",
+    "requests": "dialog",
 }
 
 KEY_BINDINGS: dict[str, KeyBinding] = {
@@ -59,10 +61,19 @@ KEY_BINDINGS: dict[str, KeyBinding] = {
     "ADD_CONTACT": KeyBinding(("a",), "Add a contact by onion address", "lists"),
     "RENAME_CONTACT": KeyBinding(("r",), "Rename the selected contact", "lists"),
     "REMOVE_CONTACT": KeyBinding(("d",), "Remove the selected contact and its history", "lists"),
+    "BLOCK_CONTACT": KeyBinding(
+        ("b",), "Block the selected contact, or unblock it (asks first)", "lists"
+    ),
     "VERIFY_CONTACT": KeyBinding(
         ("v",), "Verify the selected contact (compare safety numbers)", "lists"
     ),
     "MY_ADDRESS": KeyBinding(("i",), "Show my address, as text and as a QR code", "lists"),
+    "REQUESTS": KeyBinding(
+        ("R",), "Contact requests from people you have not added: accept, reject, block", "lists"
+    ),
+    "SETTINGS": KeyBinding(
+        ("s",), "Settings: block unknown (refuse every request), invisible (tor)", "lists"
+    ),
     "SEARCH": KeyBinding(("/",), "Search the message history", "lists"),
     "COVER": KeyBinding(("c",), "Change the cover-traffic profile", "lists"),
     "THEME": KeyBinding(("t",), "Next theme: dark, light, no colour", "lists"),
@@ -73,6 +84,15 @@ KEY_BINDINGS: dict[str, KeyBinding] = {
     "NEWLINE": KeyBinding(("meta enter",), "New line in the message", "input"),
     "CONFIRM": KeyBinding(("y",), "Yes (in a question); Enter presses a button", "dialog"),
     "CANCEL": KeyBinding(("n",), "No (in a question); Esc closes any dialog", "dialog"),
+    "ACCEPT_REQUEST": KeyBinding(
+        ("a",), "Accept the selected request: a contact (asks for a name)", "requests"
+    ),
+    "REJECT_REQUEST": KeyBinding(
+        ("r",), "Reject it: gone, and that address is ignored for a week", "requests"
+    ),
+    "BLOCK_REQUEST": KeyBinding(
+        ("b",), "Block it: that address is ignored for good (asks first)", "requests"
+    ),
 }
 
 

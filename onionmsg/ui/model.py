@@ -34,6 +34,7 @@ class Network:
     bootstrap_phase: str = ""
     reachable: bool = False
     error: str | None = None
+    pow: str = ""  # tor: "on", "unsupported" (tor < 0.4.8), "" (not known yet, or not tor)
 
     @classmethod
     def from_api(cls, data: Json) -> Network:
@@ -45,6 +46,7 @@ class Network:
             bootstrap_phase=_str(data.get("bootstrap_phase")),
             reachable=data.get("reachable") is True,
             error=error if isinstance(error, str) and error else None,
+            pow=_str(data.get("pow")),
         )
 
 
@@ -80,6 +82,8 @@ class Status:
     network: Network = field(default_factory=Network)
     cover: Cover = field(default_factory=Cover)
     pending_requests: int | None = None
+    block_unknown: bool = False  # every contact request is dropped unseen
+    invisible: bool = False  # the identity onion is withdrawn (tor only)
 
     @classmethod
     def from_api(cls, data: Json) -> Status:
@@ -91,6 +95,8 @@ class Status:
             network=Network.from_api(network if isinstance(network, dict) else {}),
             cover=Cover.from_api(cover if isinstance(cover, dict) else {}),
             pending_requests=pending_requests(data),
+            block_unknown=data.get("block_unknown") is True,
+            invisible=data.get("invisible") is True,
         )
 
 
@@ -100,6 +106,8 @@ class ContactView:
     address: str
     online: bool = False
     verified: bool = False
+    accepted: bool = True  # False while our contact request is unanswered
+    blocked: bool = False
 
     @classmethod
     def from_api(cls, data: Json) -> ContactView:
@@ -108,6 +116,35 @@ class ContactView:
             address=_str(data.get("address")),
             online=data.get("online") is True,
             verified=data.get("verified") is True,
+            accepted=data.get("accepted") is not False,  # a daemon without requests: all are
+            blocked=data.get("blocked") is True,
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(_str(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A pending contact request. ``address`` and ``message`` are the stranger's choice:
+    shown only through sanitize."""
+
+    id: int
+    address: str
+    message: str
+    time: datetime | None  # first seen, by our clock
+
+    @classmethod
+    def from_api(cls, data: Json) -> RequestView:
+        return cls(
+            id=_int(data.get("id"), -1),
+            address=_str(data.get("address")),
+            message=_str(data.get("message")),
+            time=_time(data.get("time")),
         )
 
 
@@ -123,10 +160,7 @@ class MessageView:
 
     @classmethod
     def from_api(cls, data: Json) -> MessageView:
-        try:
-            when: datetime | None = datetime.fromisoformat(_str(data.get("time")))
-        except ValueError:
-            when = None
+        when = _time(data.get("time"))
         return cls(
             seq=_int(data.get("seq")),
             address=_str(data.get("address")),
@@ -152,6 +186,7 @@ class State:
     unfolded: frozenset[int] = frozenset()  # seqs of long messages shown whole
     notice: str = ""  # one line for the user: an error or what just happened
     connected: bool = True
+    requests: tuple[RequestView, ...] = ()  # pending contact requests, oldest first
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -245,6 +280,43 @@ class State:
 
     def toggle_fold(self, seq: int) -> State:
         return replace(self, unfolded=self.unfolded ^ {seq})
+
+    def with_requests(self, items: Any) -> State:
+        """The pending requests as ``requests.list`` gives them (the count follows)."""
+        if not isinstance(items, list):
+            return self
+        requests = tuple(
+            RequestView.from_api(r)
+            for r in items
+            if isinstance(r, dict) and r.get("state", "pending") == "pending"
+        )
+        status = replace(self.status, pending_requests=len(requests))
+        return replace(self, requests=requests, status=status)
+
+    def with_request(self, data: Json) -> State:
+        """A new request (event), or a repeated one with a new note."""
+        request = RequestView.from_api(data)
+        if data.get("state", "pending") != "pending":
+            return self.without_request(request.id)
+        if any(r.id == request.id for r in self.requests):
+            requests = tuple(request if r.id == request.id else r for r in self.requests)
+        else:
+            requests = (*self.requests, request)
+        status = replace(self.status, pending_requests=len(requests))
+        return replace(self, requests=requests, status=status)
+
+    def without_request(self, request_id: int) -> State:
+        requests = tuple(r for r in self.requests if r.id != request_id)
+        status = replace(self.status, pending_requests=len(requests))
+        return replace(self, requests=requests, status=status)
+
+    def with_settings(self, data: Json) -> State:
+        """A ``settings.*`` reply: ``{"block_unknown": bool}`` or ``{"invisible": bool}``."""
+        status = self.status
+        for name in ("block_unknown", "invisible"):
+            if isinstance(data.get(name), bool):
+                status = replace(status, **{name: data[name]})
+        return replace(self, status=status)
 
     def with_notice(self, notice: str) -> State:
         return replace(self, notice=notice)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from datetime import date, datetime, tzinfo
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import urwid
 
@@ -26,6 +26,13 @@ PANES = ("contacts", "messages", "input")
 def styled(markup: Markup, attr: str) -> Markup:
     """Sanitized markup in one attribute; its escapes keep theirs, so they stand out."""
     return [(attr, part) if isinstance(part, str) else part for part in markup]
+
+
+@runtime_checkable
+class LiveDialog(Protocol):
+    """A dialog that shows part of the State and is redrawn with it (the requests)."""
+
+    def follow(self, state: State) -> None: ...
 
 
 class Actions(Protocol):
@@ -63,6 +70,8 @@ def network_text(status: Status) -> tuple[str, bool]:
         return f"tcp (no anonymity): {network.state}", False
     if network.reachable:
         return "tor: reachable", False
+    if network.state == "hidden":  # invisible, and no endpoint onion to publish yet
+        return "tor: hidden", False
     if network.state == "bootstrapping":
         text = f"tor: bootstrap {network.bootstrap_percent or 0}%"
         if network.bootstrap_phase:
@@ -88,21 +97,40 @@ def status_line(state: State) -> list[Any]:
             f"~{human_seconds(cover.expected_latency_s)}"
         )
     parts: list[Any] = [("status_alert" if alert else "status", network)]
-    parts.append(f" │ {cover_text}, {cover.queued_cells} queued")
+    if status.transport == "tor" and status.network.pow and not status.invisible:
+        # Tor's proof-of-work defence on the identity onion (withdrawn when invisible).
+        parts.append(f", PoW {status.network.pow}")
+    if status.invisible:
+        parts.append(" │ invisible")
     if status.pending_requests is not None:
         requests = f" │ requests: {status.pending_requests}"
+        if status.block_unknown:
+            requests += " (unknown blocked)"
         parts.append(("status_alert", requests) if status.pending_requests else requests)
+    elif status.block_unknown:
+        parts.append(" │ unknown blocked")
+    parts.append(f" │ {cover_text}, {cover.queued_cells} queued")
     if not state.connected:
         parts.append(("status_alert", " │ daemon gone"))
     return parts
 
 
+def contact_state(contact: ContactView) -> str:
+    """What the contact list says under the address beside online/offline, if anything."""
+    if contact.blocked:
+        return "blocked"
+    if not contact.accepted:
+        return "request not answered"
+    return ""
+
+
 class ContactItem(urwid.WidgetWrap[urwid.Widget]):
-    """Two rows: ● name  (unread) ✓ / short address, online or offline."""
+    """Two rows: ● name  (unread) ✓ / short address, online or offline; a third when the
+    contact is blocked or has not answered our request."""
 
     def __init__(self, contact: ContactView, unread: int, selected: bool) -> None:
         self.address = contact.address
-        marker = "●" if contact.online else "○"
+        marker = "⊘" if contact.blocked else "●" if contact.online else "○"
         name: Markup = sanitize(contact.name)
         first: list[Any] = [
             (2, urwid.Text(marker)),
@@ -121,7 +149,10 @@ class ContactItem(urwid.WidgetWrap[urwid.Widget]):
             ),
             wrap="ellipsis",
         )
-        body = urwid.Pile([urwid.Columns(first), second])
+        rows: list[urwid.Widget] = [urwid.Columns(first), second]
+        if extra := contact_state(contact):
+            rows.append(urwid.Text(("offline", f"  {extra}"), wrap="ellipsis"))
+        body = urwid.Pile(rows)
         mark = "contact_focus"
         super().__init__(urwid.AttrMap(body, "contact_focus" if selected else "contact", mark))
 
@@ -393,6 +424,9 @@ class MainView(urwid.WidgetWrap[urwid.Widget]):
 
     def update(self, state: State) -> None:
         self.state = state
+        dialog: object = self.dialog  # (mypy can't see a Widget being a LiveDialog)
+        if isinstance(dialog, LiveDialog):
+            dialog.follow(state)
         status = state.status
         online = sum(1 for c in state.contacts if c.online)
         header = f"onionmsg · me: {short_address(status.address)}"
@@ -408,6 +442,10 @@ class MainView(urwid.WidgetWrap[urwid.Widget]):
         else:
             title: list[Any] = [" ", *sanitize(contact.name)]
             title.append(" · online" if contact.online else " · offline")
+            if contact.blocked:
+                title.append(("status_alert", " · blocked (b unblocks)"))
+            elif not contact.accepted:
+                title.append(" · request not answered: messages wait")
             if contact.verified:
                 title.append(("verified", " · verified ✓"))
             else:

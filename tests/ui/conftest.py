@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from urwid.testing import render_text
 
 from onionmsg.control.client import ControlError
 from onionmsg.crypto.identity import Identity
@@ -14,7 +15,24 @@ from onionmsg.ui.app import App
 
 ME = Identity(bytes([1]) * 32).onion_address
 BOB = Identity(bytes([2]) * 32).onion_address
+SIZE = (80, 24)
 CAROL = Identity(bytes([3]) * 32).onion_address
+DAVE = Identity(bytes([4]) * 32).onion_address
+ERIN = Identity(bytes([5]) * 32).onion_address
+
+
+def screen(app: App, size: tuple[int, int] = SIZE) -> str:
+    """What the user sees, as text."""
+    return "\n".join(render_text(app.view, size))
+
+
+def press(app: App, *keys: str, size: tuple[int, int] = SIZE) -> None:
+    for key in keys:
+        app.view.keypress(size, key)
+
+
+def type_text(app: App, text: str) -> None:
+    press(app, *text)
 
 
 def status(**network: Any) -> dict[str, Any]:
@@ -33,6 +51,9 @@ def status(**network: Any) -> dict[str, Any]:
         },
         "contacts": 2,
         "online": 1,
+        "requests": 0,
+        "block_unknown": False,
+        "invisible": False,
         "cover": {
             "profile": "low",
             "bytes_per_day": 3200000,
@@ -44,6 +65,17 @@ def status(**network: Any) -> dict[str, Any]:
 
 def contact(name: str, address: str, online: bool, verified: bool = False) -> dict[str, Any]:
     return {"name": name, "address": address, "online": online, "verified": verified}
+
+
+def request(request_id: int, address: str, note: str, time: str) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "address": address,
+        "message": note,
+        "time": time,
+        "updated": time,
+        "state": "pending",
+    }
 
 
 def message(
@@ -77,6 +109,7 @@ class FakeClient:
         self.status = status()
         self.contacts = [contact("bob", BOB, True, verified=True), contact("carol", CAROL, False)]
         self.history = list(HISTORY)
+        self.requests: list[dict[str, Any]] = []
         self.errors: dict[str, str] = {}
         self.results: dict[str, Any] = {}
 
@@ -91,6 +124,7 @@ class FakeClient:
             "status": self.status,
             "contacts.list": self.contacts,
             "messages": self.history,
+            "requests.list": self.requests,
         }
         if method in canned:
             return succeed(canned[method])

@@ -11,8 +11,11 @@ from onionmsg.ui.app import App
 from onionmsg.ui.views import MainView
 
 HOTKEYS = Path(__file__).parents[2] / "docs" / "hotkeys.md"
-# Commands the view handles itself (focus, dialogs, lists) rather than the app.
+# Commands the view or a dialog handles itself (focus, dialogs, lists) rather than the app.
 HANDLED_BY_VIEW = {
+    "ACCEPT_REQUEST",  # the requests dialog passes these to App.answer_request
+    "REJECT_REQUEST",
+    "BLOCK_REQUEST",
     "NEXT_PANE",
     "PREVIOUS_PANE",
     "BACK",

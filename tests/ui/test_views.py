@@ -5,28 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import BOB, CAROL, ME, FakeClient, message, status
+from conftest import BOB, CAROL, ME, SIZE, FakeClient, message, press, screen, status, type_text
 from urwid.testing import render_text
 
 from onionmsg.ui import dialogs
 from onionmsg.ui.app import App
 from onionmsg.ui.keys import KEY_BINDINGS, keys_for_command
 from onionmsg.ui.themes import REQUIRED_STYLES, THEMES
-
-SIZE = (80, 24)
-
-
-def screen(app: App, size: tuple[int, int] = SIZE) -> str:
-    return "\n".join(render_text(app.view, size))
-
-
-def press(app: App, *keys: str, size: tuple[int, int] = SIZE) -> None:
-    for key in keys:
-        app.view.keypress(size, key)
-
-
-def type_text(app: App, text: str) -> None:
-    press(app, *text)
 
 
 def test_main_screen_at_80x24(app: App) -> None:
@@ -45,8 +30,9 @@ def test_main_screen_at_80x24(app: App) -> None:
     assert "09:01 bob: Hi Alice, got it." in text
     assert re.search(r"09:02 me: Still there\? +queued", text)
     assert rows[-2].startswith("│>") or ">" in rows[-2]
-    assert rows[-1].startswith("tor: reachable │ cover: low 3.2 MB/day ~30 s, 2 queued")
-    assert "requests" not in rows[-1]  # the daemon has no contact requests (issue 7) yet
+    assert rows[-1].startswith(
+        "tor: reachable │ requests: 0 │ cover: low 3.2 MB/day ~30 s, 2 queued"
+    )
 
 
 @pytest.mark.parametrize("size", [(80, 24), (60, 16), (120, 40), (40, 10), (200, 60)])
@@ -70,7 +56,6 @@ def test_status_bar_follows_tor_and_shows_pending_requests(app: App) -> None:
     assert screen(app).splitlines()[-1].startswith("tor: bootstrap 45% Loading relay desc")
     app.on_event({"event": "network", "state": "publishing", "reachable": False})
     assert screen(app).splitlines()[-1].startswith("tor: publishing onion service")
-    # HOOK(issue 7): once the status snapshot counts contact requests, the bar shows them.
     app.set_state(app.state.with_status({**status(), "requests": 3}))
     assert "requests: 3" in screen(app).splitlines()[-1]
 
