@@ -237,3 +237,25 @@ def test_in_process_node_when_no_daemon_runs(tmux: Tmux, tmp_path: Path) -> None
     tmux.wait("carol", "Your node stops with it")
     tmux.keys("carol", "y")
     wait_for(lambda: carol.cli("status", check=False).returncode == 1, 15, "the node to stop")
+
+
+def test_the_ui_follows_terminal_resizes(tmux: Tmux, alice_and_bob: tuple[User, User]) -> None:
+    alice, bob = alice_and_bob
+    alice.cli("contacts", "add", bob.address, "--name", "bob", "--tcp", bob.tcp_endpoint())
+    tmux.start_ui("alice", alice)
+    first = tmux.wait("alice", "bob")
+    header = first.splitlines()[0].split()[0]  # the first word of the top bar
+    for columns, rows in ((120, 40), (60, 16), (80, 24)):
+        tmux.run("resize-window", "-t", "alice", "-x", str(columns), "-y", str(rows))
+
+        def redrawn(columns: int = columns, rows: int = rows) -> str | None:
+            screen = tmux.screen("alice")
+            lines = screen.splitlines()
+            fits = len(lines) == rows and all(len(line) <= columns for line in lines)
+            # Redrawn, not just padded: the top bar on the first row, the input line and
+            # the status bar on the last two, the contact list in between.
+            drawn = fits and lines[0].startswith(header) and "bob" in screen
+            return screen if drawn and ">" in lines[-2] and lines[-1].strip() else None
+
+        wait_for(redrawn, 10, f"the UI redrawn at {columns}x{rows}")
+    assert (alice.home / "ui.stderr").read_text() == ""
