@@ -139,6 +139,11 @@ class OnionMemoryTransport(MemoryTransport):
         else:
             self._network.listeners.pop(self._address, None)
 
+    def contact_endpoint(
+        self, contact: Contact, endpoint_onion: str
+    ) -> IStreamClientEndpoint | None:
+        return self.endpoint_for(endpoint_onion)
+
     def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
         key = self.client_keys.get(onion)
         if key is None or ClientAuthKey(key).public != self._network.authorized.get(onion):
