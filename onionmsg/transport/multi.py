@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -107,7 +107,7 @@ class FallbackEndpoint:
         errors: list[str] = []
         for name, endpoint in self.routes:
             attempt_factory = _AttemptFactory(factory)
-            attempt = endpoint.connect(attempt_factory)
+            attempt: Deferred[IProtocol] = maybeDeferred(endpoint.connect, attempt_factory)
             timer = self._clock.callLater(self._timeout, attempt.cancel)
             try:
                 protocol = await attempt
