@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from onionmsg.cli import _parser
 from onionmsg.crypto.endpoint import EndpointKey
 from onionmsg.crypto.identity import Identity
 from onionmsg.session.link import Link
@@ -339,3 +340,14 @@ def test_a_composite_needs_two_different_members() -> None:
         MultiTransport(Clock(), [i2p])
     with pytest.raises(ValueError):
         MultiTransport(Clock(), [i2p, FakeMember("i2p", has_i2p, "connect", log)])
+
+
+def test_the_daemon_takes_a_list_of_known_transports_each_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = _parser()
+    assert parser.parse_args(["daemon", "--transport", "i2p,tor"]).transport == "i2p,tor"
+    for wrong in ("tor,tor", "tor,onion", "tor,"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["daemon", "--transport", wrong])
+        assert "use tor, i2p or tcp, or several" in capsys.readouterr().err
