@@ -1,4 +1,5 @@
-"""Shared integration fixtures: a private Tor network on 127.0.0.1 for the whole session."""
+"""Shared integration fixtures: a private Tor network on 127.0.0.1 for the whole session,
+a private i2pd for each module that asks for one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from integration.users import User
+from onionmsg.i2ptestnet import I2PRouter
 from onionmsg.testnet import TestNet
 
 
@@ -23,6 +25,18 @@ def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestNet]:
         yield net
     finally:
         net.down()
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PRouter]:
+    """One private i2pd (loopback-only network namespace) per test module: i2pd answers
+    SESSION CREATE only on its 20 s readiness poll, so a module's users share it."""
+    router = I2PRouter(tmp_path_factory.mktemp("i2pd"))
+    router.start()
+    try:
+        yield router
+    finally:
+        router.stop()
 
 
 @pytest.fixture

@@ -111,9 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     daemon = commands.add_parser("daemon", help="run your node")
     daemon.add_argument(
         "--transport",
-        choices=["tor", "tcp", "i2p"],
+        type=_transport_list,
         default="tor",
-        help="tor (default); tcp is for development on one machine",
+        metavar="NAMES",
+        help="tor (default), i2p, or both as a list in order of preference (tor,i2p): "
+        "reachable over each, contacts dialled over the first that works; tcp is for "
+        "development on one machine",
     )
     daemon.add_argument(
         "--listen",
@@ -447,6 +450,21 @@ class UsageError(OnionmsgError):
     """The command line asks for something impossible."""
 
 
+TRANSPORTS = ("tor", "i2p", "tcp")
+
+
+def _transport_list(text: str) -> str:
+    """``--transport``: one of TRANSPORTS or a comma list of them, each at most once."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in TRANSPORTS]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use tor, i2p or tcp, or several, each once, in order of preference "
+            "(tor,i2p)"
+        )
+    return text
+
+
 def _daemon_options(args: argparse.Namespace) -> Any:
     from onionmsg.daemon import DaemonOptions
 
@@ -509,9 +527,44 @@ def _rate(cells_per_s: float) -> str:
     return "off" if cells_per_s == 0 else f"1 cell every {1 / cells_per_s:.3g} s"
 
 
+def _transports(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each transport's own status snapshot by name (several with --transport tor,i2p)."""
+    network = status["network"]
+    members = network.get("transports")
+    if isinstance(members, dict):
+        return members
+    return {str(status.get("transport", "?")): network}
+
+
+def _network_state(network: dict[str, Any]) -> str:
+    """One transport's state for people: tor's bootstrap, or the I2P router's readiness."""
+    state = str(network.get("state", "?"))
+    details: list[str] = []
+    if "bootstrap_percent" in network:
+        details.append(f"tor bootstrap {network['bootstrap_percent']}%")
+    if "router_reachable" in network:
+        details.append("router " + ("reachable" if network["router_reachable"] else "unreachable"))
+        details.append("session " + ("ready" if network.get("session_ready") else "not ready"))
+        details.append("tunnels " + ("ready" if network.get("tunnels_ready") else "not ready"))
+    if network.get("error"):
+        details.append(str(network["error"]))
+    return state + (f" ({', '.join(details)})" if details else "")
+
+
+def _network_lines(status: dict[str, Any]) -> list[str]:
+    members = _transports(status)
+    if len(members) == 1:
+        (network,) = members.values()
+        return [f"network:   {_network_state(network)}"]
+    return [
+        f"{'network:' if i == 0 else '':<10} {name}: {_network_state(network)}"
+        for i, (name, network) in enumerate(members.items())
+    ]
+
+
 def _onion_lines(status: dict[str, Any]) -> list[str]:
     """Tor only: the identity onion (or invisible), its proof of work, endpoint onions."""
-    network = status["network"]
+    network = _transports(status).get("tor", {})
     if "pow" not in network:
         return []
     if status.get("invisible"):
@@ -527,11 +580,6 @@ def _onion_lines(status: dict[str, Any]) -> list[str]:
 
 def describe_status(status: dict[str, Any]) -> str:
     """The ``status`` snapshot for people (``--json`` gives all of it to scripts)."""
-    network = status["network"]
-    state = str(network.get("state", "?"))
-    if "bootstrap_percent" in network:
-        state += f" (tor bootstrap {network['bootstrap_percent']}%"
-        state += f", {network['error']})" if network.get("error") else ")"
     cover = status["cover"]
     if cover["payload_rate"] == 0:
         cover_line = f"{cover['profile']}: cells leave at once, no cover traffic"
@@ -545,7 +593,7 @@ def describe_status(status: dict[str, Any]) -> str:
     lines = [
         f"address:   {status['address']}.onion",
         f"listening: {status['listening']}",
-        f"network:   {state}",
+        *_network_lines(status),
         f"contacts:  {status['contacts']} ({status['online']} online)",
         f"requests:  {status['requests']} pending"
         + ("; refusing new ones (block-unknown)" if status["block_unknown"] else ""),
@@ -607,7 +655,10 @@ def cmd_contacts(home: Home, args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(contact)
             else:
-                state = "online" if contact["online"] else "offline"
+                state = "offline"
+                if contact["online"]:
+                    via = contact.get("transport")
+                    state = f"online over {via}" if via else "online"
                 if contact["blocked"]:
                     state = "blocked"
                 elif not contact["accepted"]:

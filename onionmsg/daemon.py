@@ -29,6 +29,7 @@ from onionmsg.store.db import Store
 from onionmsg.store.keys import KeyParams
 from onionmsg.transport.base import Transport
 from onionmsg.transport.i2p import DEFAULT_SAM, I2POptions, I2PTransport
+from onionmsg.transport.multi import combine
 from onionmsg.transport.tcp import TCPTransport
 from onionmsg.transport.tor import TorOptions, TorTransport
 
@@ -66,9 +67,22 @@ def start_logging(stream: IO[str], verbose: bool) -> None:
 def make_transport(
     reactor: Any, home: Home, identity: Identity, options: DaemonOptions, store: Store
 ) -> Transport:
-    if options.transport == "tcp":
+    """``options.transport`` is one name or a comma list in order of preference
+    ("tor,i2p"): then the node listens on each and dials them in that order."""
+    names = [name.strip() for name in options.transport.split(",")]
+    if len(set(names)) != len(names):
+        raise TransportUnavailable(f"--transport {options.transport}: a transport is named twice")
+    return combine(
+        reactor, [_make_one(name, reactor, home, identity, options, store) for name in names]
+    )
+
+
+def _make_one(
+    name: str, reactor: Any, home: Home, identity: Identity, options: DaemonOptions, store: Store
+) -> Transport:
+    if name == "tcp":
         return TCPTransport(reactor, options.listen)
-    if options.transport == "tor":
+    if name == "tor":
         tor_options = TorOptions(
             data_dir=home.tor_dir,
             control=options.tor_control,
@@ -78,14 +92,14 @@ def make_transport(
         transport = TorTransport(reactor, identity, tor_options)
         transport.add_status_listener(_report_tor_status)
         return transport
-    if options.transport == "i2p":
+    if name == "i2p":
         i2p_options = I2POptions(sam=options.i2p_sam, tunnel_length=options.i2p_tunnel_length)
         i2p = I2PTransport(reactor, identity, store, i2p_options)
         i2p.add_status_listener(_report_i2p_status)
         return i2p
     raise TransportUnavailable(
-        f"the {options.transport} transport is not available in this version: "
-        "use --transport tor, i2p or tcp"
+        f"the {name} transport is not available in this version: "
+        "use --transport tor, i2p or tcp, or a comma list of them (tor,i2p)"
     )
 
 

@@ -699,7 +699,9 @@ class Node:
 
     def _dial_self(self) -> None:
         """Dial our own address (the loop link), through the same transport as a contact."""
-        tcp = self._listening.removeprefix("tcp ") if self._listening.startswith("tcp ") else None
+        # `listening` names each transport's place ("tor X.onion, tcp HOST:PORT"), see listen().
+        places = self._listening.split(", ")
+        tcp = next((p.removeprefix("tcp ") for p in places if p.startswith("tcp ")), None)
         self._open_link(Contact(0, self.identity.onion_address, None, tcp, 0), self._loop_connector)
 
     def _dial(self, contact: Contact) -> None:
@@ -707,7 +709,8 @@ class Node:
 
     def _open_link(self, contact: Contact, connector: Connector) -> None:
         """Dial a link to ``contact``; failures go to ``connector``, success to the events.
-        A contact who gave us an endpoint onion is dialled there and nowhere else."""
+        A contact who gave us an endpoint onion is dialled there and never at the identity
+        onion (over Tor; other transports the contact has stay in use)."""
         their_endpoint = (
             self._store.endpoints(contact.id).their_endpoint
             if self._endpoints is not None and contact.id
@@ -715,7 +718,7 @@ class Node:
         )
         if their_endpoint is not None:
             assert self._endpoints is not None
-            endpoint = self._endpoints.endpoint_for(their_endpoint)
+            endpoint = self._endpoints.contact_endpoint(contact, their_endpoint)
         else:
             endpoint = self._transport.client_endpoint(contact)
         if endpoint is None:
@@ -1036,6 +1039,10 @@ class Node:
             "accepted": contact.accepted,
             "blocked": contact.blocked,
             "tcp": contact.tcp_endpoint,
+            # The transport of the live link (several may run: daemon --transport tor,i2p).
+            "transport": (peer.link.transport_name or self._transport.name)
+            if peer.link is not None and _online(peer)
+            else None,
             "i2p": b32_address(contact.i2p_destination) if contact.i2p_destination else None,
         }
 

@@ -6,7 +6,7 @@ import argparse
 import random
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 import onionmsg.node as node_module
 from onionmsg.cli import describe_status
+from onionmsg.contacts.contact_string import make_contact_string
 from onionmsg.contacts.requests import Action, RequestError
 from onionmsg.crypto.endpoint import ClientAuthKey, EndpointKey
 from onionmsg.crypto.identity import Identity
@@ -25,6 +26,9 @@ from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.mix.scheduler import PROFILES, Profile
 from onionmsg.node import Node
 from onionmsg.store.db import Contact, Store
+from onionmsg.transport.base import Transport
+from onionmsg.transport.multi import MultiTransport, combine
+from onionmsg.transport.sam import i2p_b64encode
 
 T = TypeVar("T")
 
@@ -110,6 +114,10 @@ class OnionMemoryTransport(MemoryTransport):
         self.client_keys: dict[str, bytes] = {}
         self.endpoints: set[str] = set()
         self._factory: IProtocolFactory | None = None
+        self.down = False  # tor is gone: nothing to dial with (TorTransport returns None)
+
+    def client_endpoint(self, contact: Contact) -> IStreamClientEndpoint | None:
+        return None if self.down else super().client_endpoint(contact)
 
     async def listen(self, factory: IProtocolFactory) -> str:
         self._factory = factory
@@ -139,11 +147,44 @@ class OnionMemoryTransport(MemoryTransport):
         else:
             self._network.listeners.pop(self._address, None)
 
+    def contact_endpoint(
+        self, contact: Contact, endpoint_onion: str
+    ) -> IStreamClientEndpoint | None:
+        return self.endpoint_for(endpoint_onion)
+
     def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
+        if self.down:
+            return None
         key = self.client_keys.get(onion)
         if key is None or ClientAuthKey(key).public != self._network.authorized.get(onion):
             return MemoryEndpoint(self._network, "no descriptor for us")  # tor: SOCKS 0xF4
         return MemoryEndpoint(self._network, onion)
+
+
+class I2PMemoryTransport(MemoryTransport):
+    """An I2P stand-in: reaches a contact only by the destination its contact string gave."""
+
+    name = "i2p"
+
+    def __init__(self, network: MemoryNetwork, address: str) -> None:
+        super().__init__(network, "i2p:" + memory_destination(address))
+
+    def client_endpoint(self, contact: Contact) -> IStreamClientEndpoint | None:
+        if contact.i2p_destination is None:
+            return None
+        return MemoryEndpoint(self._network, "i2p:" + contact.i2p_destination)
+
+
+def memory_destination(onion_address: str) -> str:
+    """A well-formed I2P destination for a test identity (key bytes from its address)."""
+    key = onion_address.encode("ascii")[:32] * 8
+    return i2p_b64encode(key + bytes(128) + b"\x05\x00\x04\x00\x07\x00\x00")
+
+
+def tor_and_i2p(network: MemoryNetwork, address: str) -> Transport:
+    tor = OnionMemoryTransport(network, address)
+    tor.name = "tor"
+    return combine(Clock(), [tor, I2PMemoryTransport(network, address)])
 
 
 class World:
@@ -158,7 +199,7 @@ class World:
         name: str,
         seed: int,
         cover: Profile = PROFILES["off"],
-        transport: type[MemoryTransport] | None = None,
+        transport: Callable[[MemoryNetwork, str], Transport] | None = None,
     ) -> Node:
         identity = Identity(bytes([seed]) * 32)
         store = Store.create(self.tmp_path / f"{name}.db", bytes(32), identity)
@@ -578,3 +619,32 @@ def test_contacts_move_to_private_endpoint_onions_and_survive_invisibility(world
     alice.remove_contact("bob")
     world.settle()
     assert alice_tor.endpoints == set() and alice_tor.client_keys == {}
+
+
+def test_with_tor_and_i2p_a_contact_is_reached_over_i2p_when_tor_fails(world: World) -> None:
+    alice = world.node("alice", 1, transport=tor_and_i2p)
+    bob = world.node("bob", 2, transport=tor_and_i2p)
+    for me, them in ((alice, bob), (bob, alice)):
+        card = make_contact_string(them.identity, memory_destination(them.identity.onion_address))
+        me.add_contact(card, "bob" if them is bob else "alice", None)
+    world.settle()
+    assert [(c["online"], c["transport"]) for c in alice.contacts()] == [(True, "tor")]
+    bob_tor = cast(MultiTransport, bob._transport).members[0]
+    assert isinstance(bob_tor, OnionMemoryTransport) and bob_tor.endpoints  # endpoints swapped
+    # Bob's tor goes away: his onions vanish and the link over tor with them.
+    bob_tor.down = True
+    for onion in [bob.identity.onion_address, *bob_tor.endpoints]:
+        world.network.listeners.pop(onion)
+    for pump in world.network.pumps:
+        pump.clientIO.loseConnection()
+        pump.serverIO.loseConnection()
+    world.settle(10)
+    # Alice dialled bob's endpoint onion (never his identity onion), then his destination.
+    assert [(c["online"], c["transport"]) for c in alice.contacts()] == [(True, "i2p")]
+    assert [c["transport"] for c in bob.contacts()] == ["i2p"]
+    alice.send("bob", "over i2p")
+    world.settle()
+    assert texts(alice, "out") == [("over i2p", "delivered")]
+    assert texts(bob, "in") == [("over i2p", "received")]
+    text = describe_status(alice.status())
+    assert "network:   tor: " in text and "           i2p: " in text

@@ -1,7 +1,7 @@
 """What a transport gives the node: a listener and a way to reach a contact.
 
-tcp.py (development and tests), tor.py and i2p.py implement this; the node never
-knows which one it runs on.
+tcp.py (development and tests), tor.py and i2p.py implement this, and multi.py combines
+several of them into one; the node never knows which one it runs on.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class EndpointTransport(Protocol):
         """Withdraw (False: invisible) or publish the identity onion."""
         ...
 
-    def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
-        """How to dial any onion address (a contact's endpoint onion)."""
+    def contact_endpoint(
+        self, contact: Contact, endpoint_onion: str
+    ) -> IStreamClientEndpoint | None:
+        """How to reach a contact who gave us an endpoint onion: by that onion, never by
+        the identity onion (transport/multi.py also tries the contact's other transports)."""
         ...

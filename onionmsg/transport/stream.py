@@ -22,6 +22,8 @@ class LinkProtocol(Protocol):
 
     def __init__(self, link: Link, on_events: EventHandler) -> None:
         self.link = link
+        # Which transport carries this link, when several run at once (transport/multi.py).
+        self.transport_name = ""
         self._on_events = on_events
         link.set_wakeup(self._pump)
 

@@ -321,6 +321,12 @@ class TorTransport:
         """The contact's identity onion (first contact, or a contact without an endpoint)."""
         return self.endpoint_for(contact.address)
 
+    def contact_endpoint(
+        self, contact: Contact, endpoint_onion: str
+    ) -> IStreamClientEndpoint | None:
+        """A contact's endpoint onion (for a contact who gave us one, the only way in)."""
+        return self.endpoint_for(endpoint_onion)
+
     def endpoint_for(self, onion: str) -> IStreamClientEndpoint | None:
         """Any onion (a contact's endpoint onion, say), or None while tor (re)starts."""
         if self._session is None:

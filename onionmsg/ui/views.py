@@ -68,6 +68,11 @@ def network_text(status: Status) -> tuple[str, bool]:
     network = status.network
     if status.transport == "tcp":
         return f"tcp (no anonymity): {network.state}", False
+    if "," in status.transport:  # several at once: "tor reachable, i2p ready"
+        return network.state, not network.reachable
+    if status.transport == "i2p":
+        text = f"i2p: {network.state}"
+        return (text + f" ({network.error})" if network.error else text), not network.reachable
     if network.reachable:
         return "tor: reachable", False
     if network.state == "hidden":  # invisible, and no endpoint onion to publish yet

@@ -43,6 +43,18 @@ def test_renders_at_any_size(app: App, size: tuple[int, int]) -> None:
     assert len(render_text(app.view, size)) == size[1]
 
 
+def test_status_bar_names_each_transport_when_several_run(app: App) -> None:
+    several = {"state": "tor lost, i2p ready", "reachable": True, "transports": {}}
+    app.set_state(app.state.with_status({**status(), "transport": "tor,i2p", "network": several}))
+    assert screen(app).splitlines()[-1].startswith("tor lost, i2p ready │ cover")
+    app.set_state(
+        app.state.with_status(
+            {**status(), "transport": "i2p", "network": {"state": "lost", "error": "no router"}}
+        )
+    )
+    assert screen(app).splitlines()[-1].startswith("i2p: lost (no router) │ cover")
+
+
 def test_status_bar_follows_tor_and_shows_pending_requests(app: App) -> None:
     app.on_event(
         {
