@@ -46,7 +46,7 @@ def test_renders_at_any_size(app: App, size: tuple[int, int]) -> None:
 def test_status_bar_names_each_transport_when_several_run(app: App) -> None:
     several = {"state": "tor lost, i2p ready", "reachable": True, "transports": {}}
     app.set_state(app.state.with_status({**status(), "transport": "tor,i2p", "network": several}))
-    assert screen(app).splitlines()[-1].startswith("tor lost, i2p ready │ cover")
+    assert screen(app).splitlines()[-1].startswith("tor lost, i2p ready │ requests: 0 │ cover")
     app.set_state(
         app.state.with_status(
             {**status(), "transport": "i2p", "network": {"state": "lost", "error": "no router"}}
