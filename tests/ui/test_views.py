@@ -52,7 +52,7 @@ def test_status_bar_names_each_transport_when_several_run(app: App) -> None:
             {**status(), "transport": "i2p", "network": {"state": "lost", "error": "no router"}}
         )
     )
-    assert screen(app).splitlines()[-1].startswith("i2p: lost (no router) │ cover")
+    assert screen(app).splitlines()[-1].startswith("i2p: lost (no router) │ requests: 0 │ cover")
 
 
 def test_status_bar_follows_tor_and_shows_pending_requests(app: App) -> None:
