@@ -412,6 +412,10 @@ class Link:
         return onion_address_from_public_key(key) if key is not None else None
 
     @property
+    def clock(self) -> IReactorTime:
+        return self._core.clock
+
+    @property
     def role(self) -> Role:
         return self._core.role
 
