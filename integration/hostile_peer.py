@@ -39,9 +39,10 @@ def identity_that_opens_sessions_with(target_address: str) -> Identity:
 
 @dataclass
 class Handshake:
-    """What an observer on the path would record of one handshake (cells 1 and 3)."""
+    """What an observer on the path would record of one handshake."""
 
     first: bytes
+    second: bytes  # the daemon's
     third: bytes
 
 
@@ -55,6 +56,8 @@ class HostilePeer:
         self.link = Link.initiator(identity, self.target_public_key, Clock())
         self.received: list[Message] = []
         self.recorded: Handshake | None = None
+        self.raw_received = bytearray()  # every byte the daemon sent
+        self._started = False
         self._closed = False
 
     @classmethod
@@ -66,6 +69,7 @@ class HostilePeer:
     def handshake(self, timeout: float = 10.0) -> Handshake:
         """Run the Noise XK handshake; returns the two cells this side sent."""
         self.link.connection_made()
+        self._started = True
         first = self.link.handshake_bytes()
         self.sock.sendall(first)
         deadline = time.monotonic() + timeout
@@ -75,7 +79,7 @@ class HostilePeer:
             self._read(deadline - time.monotonic())
         third = self.link.handshake_bytes()
         self.sock.sendall(third)
-        self.recorded = Handshake(first, third)
+        self.recorded = Handshake(first, bytes(self.raw_received[:CELL_SIZE]), third)
         return self.recorded
 
     def send(self, message: Message) -> None:
@@ -121,12 +125,13 @@ class HostilePeer:
             self._read(deadline - time.monotonic())
         return self._closed
 
-    def drain(self, seconds: float = 0.0) -> None:
-        """Read whatever arrives within ``seconds`` (at least what is already there)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            self._read(max(0.0, deadline - time.monotonic()))
-            if self._closed or time.monotonic() >= deadline:
+    def drain(self, quiet: float = 1.0, timeout: float = 60.0) -> None:
+        """Read until nothing more arrived for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._closed and time.monotonic() < deadline:
+            before = len(self.raw_received)
+            self._read(quiet)
+            if len(self.raw_received) == before:
                 return
 
     def close(self) -> None:
@@ -143,6 +148,9 @@ class HostilePeer:
         if not data:
             self._closed = True
             return
+        self.raw_received += data
+        if not self._started:
+            return  # raw mode: the test speaks for itself (send_raw)
         self.link.receive_data(data)
         for event in self.link.events():
             if isinstance(event, MessageReceived):
