@@ -4,7 +4,7 @@ The hostile peer (integration/hostile_peer.py) is a contact the daemon knows: it
 a real handshake with its own identity, opens a real ratchet session, and then sends what
 an honest client never would. Each test checks that the daemon refuses it, that the
 refusal costs only the hostile link, and that the next honest message still gets through.
-Timings are reported by benchmarks/hostile.py (docs/performance.md), not asserted here.
+Timings are printed (pytest -s) and reported in docs/performance.md, not asserted here.
 """
 
 from __future__ import annotations

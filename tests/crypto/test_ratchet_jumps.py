@@ -1,5 +1,5 @@
 """Forged ratchet headers that claim huge counter jumps are refused without deriving the
-skipped keys (counted, not timed: benchmarks/hostile.py reports the time)."""
+skipped keys (counted, not timed: docs/performance.md reports the time)."""
 
 from __future__ import annotations
 
