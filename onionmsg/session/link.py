@@ -38,6 +38,11 @@ from onionmsg.wire.messages import Message, decode, encode
 
 PROLOGUE = b"onionmsg link v1"
 HANDSHAKE_TIMEOUT = 30.0
+# An established link whose peer sent part of a cell and then nothing for this long is
+# closed: a cell's two Tor relay cells travel back to back, so a half cell that old means
+# a dead circuit or a peer holding the link open on purpose. An idle link with no partial
+# cell is never closed (with cover traffic off, a quiet contact is normal).
+PARTIAL_CELL_TIMEOUT = 30.0
 # Re-key each direction every this many cells (Noise Rekey): old cells stay unreadable
 # with a key stolen later, even on a link that lives for weeks.
 REKEY_INTERVAL = 10_000
@@ -78,6 +83,7 @@ class LinkInputs(Protocol):
     def connection_lost(self, reason: str) -> None: ...
     def protocol_error(self, reason: str) -> None: ...
     def handshake_timed_out(self) -> None: ...
+    def stalled_mid_cell(self) -> None: ...
 
 
 @dataclass
@@ -96,6 +102,7 @@ class LinkCore:
     receiver: CipherState | None = None
     reassembler: cells.Reassembler = field(default_factory=cells.Reassembler)
     timeout: IDelayedCall | None = None
+    partial_cell_timer: IDelayedCall | None = None
     cells_sent: int = 0
     cells_received: int = 0
     # Mirrors the machine's "closed" state for queries; only emit_closed sets it.
@@ -114,9 +121,31 @@ class LinkCore:
             self.timeout.cancel()
         self.timeout = None
 
+    def watch_partial_cell(self, inputs: LinkInputs, pending: int, new_cell: bool) -> None:
+        """Time the partial cell at the end of the input: from its first byte, so a peer
+        cannot keep it alive by trickling bytes; a completed cell starts a new clock."""
+        if pending == 0 or new_cell:
+            self.cancel_partial_cell_timer()
+        if pending and self.partial_cell_timer is None:
+            self.partial_cell_timer = self.clock.callLater(
+                PARTIAL_CELL_TIMEOUT, self.stalled, inputs
+            )
+
+    def stalled(self, inputs: LinkInputs) -> None:
+        self.partial_cell_timer = None
+        inputs.stalled_mid_cell()
+        if self.wakeup is not None:
+            self.wakeup()
+
+    def cancel_partial_cell_timer(self) -> None:
+        if self.partial_cell_timer is not None and self.partial_cell_timer.active():
+            self.partial_cell_timer.cancel()
+        self.partial_cell_timer = None
+
     def emit_closed(self, reason: str, error: bool) -> None:
         self.closed = True
         self.cancel_timeout()
+        self.cancel_partial_cell_timer()
         self.pending_cells.clear()
         self.events.append(LinkClosed(reason, error))
 
@@ -200,6 +229,7 @@ def _build() -> type:
         state.upon(LinkInputs.connection_lost).to(closed)(_connection_lost)
         state.upon(LinkInputs.protocol_error).to(closed)(_protocol_error)
     handshaking.upon(LinkInputs.handshake_timed_out).to(closed)(_timed_out)
+    established.upon(LinkInputs.stalled_mid_cell).to(closed)(_stalled)
 
     closed.upon(LinkInputs.cell_received).loop().returns(None)
     closed.upon(LinkInputs.close).loop().returns(None)
@@ -207,6 +237,7 @@ def _build() -> type:
     closed.upon(LinkInputs.protocol_error).loop().returns(None)
     closed.upon(LinkInputs.handshake_timed_out).loop().returns(None)
     closed.upon(LinkInputs.handshake_completed).loop().returns(None)
+    closed.upon(LinkInputs.stalled_mid_cell).loop().returns(None)
     return builder.build()  # type: ignore[return-value]
 
 
@@ -241,6 +272,10 @@ def _protocol_error(inputs: LinkInputs, core: LinkCore, reason: str) -> None:
 
 def _timed_out(inputs: LinkInputs, core: LinkCore) -> None:
     core.emit_closed("handshake timed out", error=True)
+
+
+def _stalled(inputs: LinkInputs, core: LinkCore) -> None:
+    core.emit_closed("peer stalled mid-cell", error=True)
 
 
 _LinkMachine = _build()
@@ -287,18 +322,24 @@ class Link:
     # -- inputs from the transport edge ------------------------------------------------
 
     def set_wakeup(self, callback: Callable[[], None]) -> None:
-        """``callback`` runs when the link changes by itself (its handshake timed out):
-        the edge then reads ``events()`` and closes the socket if ``closed``."""
+        """``callback`` runs when the link changes by itself (its handshake timed out, or
+        its peer stalled mid-cell): the edge then reads ``events()`` and closes the socket
+        if ``closed``."""
         self._core.wakeup = callback
 
     def connection_made(self) -> None:
         self._machine.connection_made()
 
     def receive_data(self, data: bytes) -> None:
+        new_cell = False
         for cell in self._buffer.feed(data):
             if self.closed:
                 break
+            new_cell = True
             self._machine.cell_received(cell)
+        if self.established:
+            # A half cell during the handshake is the handshake timeout's business.
+            self._core.watch_partial_cell(self._machine, self._buffer.pending, new_cell)
 
     def connection_lost(self, reason: str = "closed by peer") -> None:
         self._machine.connection_lost(reason)
@@ -369,6 +410,10 @@ class Link:
     def remote_address(self) -> str | None:
         key = self._core.remote_public_key
         return onion_address_from_public_key(key) if key is not None else None
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._core.clock
 
     @property
     def role(self) -> Role:
