@@ -112,7 +112,9 @@ MAX_HANDSHAKING = 64
 # identity onion). Each costs tor ~6 introduction circuits: docs/architecture.md.
 MAX_ENDPOINTS = 32
 INBOUND_BURST = 500
-INBOUND_PER_SECOND = 100
+# 20/s: ~15 % of a core for a flooding contact (100/s took ~70 %: docs/performance.md);
+# an honest contact's offline backlog still arrives at once up to the burst.
+INBOUND_PER_SECOND = 20
 SEARCH_LIMIT = 200  # search results returned at most (the newest)
 
 Snapshot = dict[str, Any]
