@@ -26,7 +26,7 @@ integration: system-deps venv
 benchmark: venv
 	$(BIN)/python benchmarks/onion_rtt.py
 
-# Cover traffic: latency, bytes/day and CPU per profile, one node with 1,000 contacts (~30 min).
+# Cover traffic: latency, bytes/day and CPU per profile, one node with 1,000 contacts (~55 min).
 benchmark-cover: venv
 	$(BIN)/python benchmarks/cover.py --plot docs/cover-tradeoff.png
 

@@ -19,6 +19,11 @@
    per contact (tracemalloc, and RSS), idle CPU, and the CPU of one payload slot at 100
    slots per second (loop stream off), split into the scheduler's own work.
 
+The full run (``--samples 300 --minutes 25``, the defaults) takes about 55 minutes on 2
+cores: ``low`` needs ~80-120 s per sample (its slot, the acknowledgement's slot, resends),
+so its 300 samples come from 16 pairs of daemons at once (58 daemons in all); ``--samples``
+and ``--settings`` make a quick check (``--settings off,high --samples 100`` in ~3 min).
+
 Prints Markdown tables for docs/performance.md, writes the raw results as JSON and draws
 the trade-off picture (``--plot``; ``--replot RESULTS.json`` redraws from saved results).
 """
