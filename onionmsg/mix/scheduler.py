@@ -109,6 +109,9 @@ class CellScheduler:
         self._queue: deque[tuple[str, float]] = deque()  # (contact, time queued)
         self._payload: IDelayedCall | None = None
         self._loop: IDelayedCall | None = None
+        # Started and not stopped. Not "a timer is pending": the off profile has none, and
+        # a switch from off to a cover profile at run time must start its streams.
+        self._running = False
         # Each stream's next event, in absolute time: the process is defined in time, so
         # a late timer (a busy reactor) does not stretch the following gaps.
         self._next_payload = 0.0
@@ -120,18 +123,20 @@ class CellScheduler:
         return self._profile
 
     def start(self) -> None:
+        self._running = True
         self._next_payload = self._next_loop = self._clock.seconds()
         self._schedule_payload()
         self._schedule_loop()
 
     def stop(self) -> None:
+        self._running = False
         for call in (self._payload, self._loop):
             if call is not None and call.active():
                 call.cancel()
         self._payload = self._loop = None
 
     def set_profile(self, profile: Profile) -> None:
-        running = self._payload is not None or self._loop is not None
+        running = self._running
         self.stop()
         self._profile = profile
         if running:

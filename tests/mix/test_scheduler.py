@@ -143,6 +143,45 @@ def test_queue_length_age_forget_and_profile_change() -> None:
     assert scheduler.queue_length == 0
 
 
+def test_switching_from_off_to_cover_at_run_time_starts_both_streams() -> None:
+    clock = Clock()
+    log: list[tuple[float, Departure]] = []
+    scheduler = CellScheduler(
+        clock,
+        PROFILES["off"],
+        lambda d: log.append((clock.seconds(), d)),
+        lambda: ["bob"],
+        timing_rng=random.Random(5),
+        choice_rng=random.Random(6),
+    )
+    scheduler.start()
+    clock.advance(10)
+    scheduler.set_profile(PROFILES["high"])
+    scheduler.queue("bob", 1)
+    assert log == []  # the real cell now waits for a slot
+    for _ in range(120):
+        clock.advance(0.25)
+    kinds = [d.kind for _, d in log]
+    assert kinds.count("real") == 1
+    assert kinds.count("drop") > 20 and kinds.count("loop") > 0
+    assert all(t > 10 for t, _ in log)
+
+
+def test_a_profile_set_before_start_or_after_stop_schedules_nothing() -> None:
+    clock = Clock()
+    log: list[Departure] = []
+    scheduler = CellScheduler(clock, PROFILES["off"], log.append, lambda: ["bob"])
+    scheduler.set_profile(PROFILES["high"])
+    assert not clock.getDelayedCalls()
+    scheduler.start()
+    assert clock.getDelayedCalls()
+    scheduler.stop()
+    scheduler.set_profile(PROFILES["standard"])
+    assert not clock.getDelayedCalls()
+    clock.advance(60)
+    assert log == []
+
+
 def test_profiles_state_their_costs() -> None:
     low = PROFILES["low"]
     assert 2e6 < low.bytes_per_day() < 4e6  # about Pond's budget
