@@ -52,7 +52,7 @@ from onionmsg.crypto.ratchet import Ratchet, is_initiator
 from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.restart import opens_a_session, reseal_outbox
-from onionmsg.delivery.retry import RetryTimer
+from onionmsg.delivery.retry import FIRST_RETRY, RetryTimer
 from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
@@ -657,6 +657,12 @@ class Node:
         if link is not None:
             link.write_drop_cell()
 
+    def _first_retry(self) -> float:
+        """How long an envelope may go unacknowledged before we send it again: the message
+        and its Ack each wait for a cover slot (a sum of two exponentials of mean
+        1/lambda), so 6/lambda is late for all but ~2 % of them (e^-6 * 7)."""
+        return max(FIRST_RETRY, 6 * self._scheduler.profile.expected_latency())
+
     def _ratchet(self, contact: Contact) -> Ratchet | None:
         state = self._store.ratchet_state(contact.id)
         return Ratchet.from_json(state) if state is not None else None
@@ -673,7 +679,9 @@ class Node:
 
     def _add_peer(self, contact: Contact) -> _Peer:
         connector = Connector(self._clock, lambda: self._dial(contact), self._rng)
-        retry = RetryTimer(self._clock, lambda: self._resend(contact.address), self._rng)
+        retry = RetryTimer(
+            self._clock, lambda: self._resend(contact.address), self._rng, self._first_retry
+        )
         inbound = TokenBucket(self._clock, INBOUND_BURST, 1 / INBOUND_PER_SECOND)
         peer = _Peer(contact, connector, retry, inbound)
         self._peers[contact.address] = peer

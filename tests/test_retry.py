@@ -42,3 +42,24 @@ def test_cancel() -> None:
     timer.arm()
     timer.cancel()
     assert not clock.getDelayedCalls()
+
+
+def test_the_first_wait_follows_what_the_node_says_at_each_arming() -> None:
+    clock = Clock()
+    first = [180.0]  # e.g. the `low` cover profile: a message and its Ack wait ~60 s
+    fired: list[float] = []
+
+    def resend() -> bool:
+        fired.append(clock.seconds())
+        return False  # acknowledged: no backoff, the next arming starts over
+
+    timer = RetryTimer(clock, resend, random.Random(1), lambda: first[0])
+    timer.arm()
+    clock.advance(180 * (1 - JITTER) - 1)
+    assert fired == []
+    clock.advance(180 * 2 * JITTER + 2)
+    assert len(fired) == 1
+    first[0] = 15.0  # the profile changed to `high`
+    timer.arm()
+    clock.advance(15 * (1 + JITTER) + 1)
+    assert len(fired) == 2

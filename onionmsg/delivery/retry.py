@@ -19,17 +19,25 @@ JITTER = 0.25
 
 
 class RetryTimer:
-    def __init__(self, clock: IReactorTime, resend: Callable[[], bool], rng: random.Random) -> None:
-        """``resend`` sends what is unacknowledged and says whether there was anything."""
+    def __init__(
+        self,
+        clock: IReactorTime,
+        resend: Callable[[], bool],
+        rng: random.Random,
+        first: Callable[[], float] = lambda: FIRST_RETRY,
+    ) -> None:
+        """``resend`` sends what is unacknowledged and says whether there was anything;
+        ``first`` gives the first wait (it may change: the cover profile sets it)."""
         self._clock = clock
         self._resend = resend
         self._rng = rng
-        self._delay = FIRST_RETRY
+        self._first = first
+        self._delay = first()
         self._call: IDelayedCall | None = None
 
     def arm(self) -> None:
         """Something was sent: make sure a check is scheduled (backoff starts over)."""
-        self._delay = FIRST_RETRY
+        self._delay = self._first()
         if self._call is None or not self._call.active():
             self._schedule()
 
