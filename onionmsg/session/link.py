@@ -295,10 +295,13 @@ class Link:
         self._machine.connection_made()
 
     def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return  # a closed link reads nothing more, so it holds on to nothing either
         for cell in self._buffer.feed(data):
-            if self.closed:
-                break
             self._machine.cell_received(cell)
+            if self._core.closed:
+                self._buffer = cells.CellBuffer()  # drop the rest of the chunk
+                return
 
     def connection_lost(self, reason: str = "closed by peer") -> None:
         self._machine.connection_lost(reason)
