@@ -29,7 +29,7 @@ from onionmsg.delivery.envelopes import open_envelope
 from onionmsg.session.link import LinkEstablished, MessageReceived
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE_SECONDS = 2
+SMOKE_SECONDS = 1
 
 
 def seeds(name: str) -> list[bytes]:
