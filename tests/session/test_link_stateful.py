@@ -35,27 +35,25 @@ SIDES = st.sampled_from(["alice", "bob"])
 
 @dataclass
 class Pipe:
-    """Bytes one side wrote that the other has not read yet, and where they are in the
-    stream; ``poisoned_at`` is the stream offset of the first cell that is not the one the
-    writer sent there."""
+    """Bytes one side wrote that the other has not read yet; ``written`` and ``read`` are
+    the whole streams as the writer sent them and as the reader got them."""
 
     in_flight: bytearray = field(default_factory=bytearray)
-    delivered: int = 0
-    poisoned_at: int | None = None
+    written: bytearray = field(default_factory=bytearray)
+    read: bytearray = field(default_factory=bytearray)
 
     def first_boundary(self) -> int:
         """Offset in ``in_flight`` of the first whole cell (the reader may hold part of one)."""
-        return -self.delivered % CELL_SIZE
+        return -len(self.read) % CELL_SIZE
 
     def whole_cells(self) -> int:
         start = self.first_boundary()
         return max(0, (len(self.in_flight) - start) // CELL_SIZE)
 
-    def poison(self, offset_in_flight: int) -> None:
-        cell_start = self.delivered + offset_in_flight
-        cell_start -= cell_start % CELL_SIZE
-        if self.poisoned_at is None or cell_start < self.poisoned_at:
-            self.poisoned_at = cell_start
+    def read_a_bad_cell(self) -> bool:
+        """Has the reader got a whole cell that differs from the one written there?"""
+        whole = len(self.read) - len(self.read) % CELL_SIZE
+        return self.read[:whole] != self.written[:whole]
 
 
 class LinkMachine(RuleBasedStateMachine):
@@ -83,7 +81,9 @@ class LinkMachine(RuleBasedStateMachine):
     def collect(self) -> None:
         """Move what each link wants to write into its pipe, and record its events."""
         for side, link in self.links.items():
-            self.pipes[side].in_flight += link.data_to_send()
+            out = link.data_to_send()
+            self.pipes[side].in_flight += out
+            self.pipes[side].written += out
             new = link.events()
             if self.events[side] and isinstance(self.events[side][-1], LinkClosed):
                 assert new == [], "an event after LinkClosed"
@@ -107,7 +107,7 @@ class LinkMachine(RuleBasedStateMachine):
         pipe = self.pipes[writer]
         chunk = bytes(pipe.in_flight[:size])
         del pipe.in_flight[:size]
-        pipe.delivered += len(chunk)
+        pipe.read += chunk
         self.links[self.other(writer)].receive_data(chunk)
         self.collect()
 
@@ -125,7 +125,6 @@ class LinkMachine(RuleBasedStateMachine):
             return
         offset = data.draw(st.integers(0, len(pipe.in_flight) - 1))
         pipe.in_flight[offset] ^= data.draw(st.integers(1, 255))
-        pipe.poison(offset)
 
     @rule(writer=SIDES)
     def duplicate_a_cell(self, writer: str) -> None:
@@ -135,7 +134,6 @@ class LinkMachine(RuleBasedStateMachine):
         start = pipe.first_boundary()
         cell = pipe.in_flight[start : start + CELL_SIZE]
         pipe.in_flight[start + CELL_SIZE : start + CELL_SIZE] = cell
-        pipe.poison(start + CELL_SIZE)
 
     @rule(writer=SIDES)
     def reorder_two_cells(self, writer: str) -> None:
@@ -146,7 +144,6 @@ class LinkMachine(RuleBasedStateMachine):
         first = pipe.in_flight[start : start + CELL_SIZE]
         second = pipe.in_flight[start + CELL_SIZE : start + 2 * CELL_SIZE]
         pipe.in_flight[start : start + 2 * CELL_SIZE] = second + first
-        pipe.poison(start)
 
     @rule(writer=SIDES)
     def drop_a_cell(self, writer: str) -> None:
@@ -155,7 +152,6 @@ class LinkMachine(RuleBasedStateMachine):
             return
         start = pipe.first_boundary()
         del pipe.in_flight[start : start + CELL_SIZE]
-        pipe.poison(start)  # whatever comes next in its place is out of order
 
     @rule(side=SIDES)
     def close(self, side: str) -> None:
@@ -214,7 +210,7 @@ class LinkMachine(RuleBasedStateMachine):
     def a_bad_cell_closes_the_link_with_an_error(self) -> None:
         for writer, pipe in self.pipes.items():
             reader = self.other(writer)
-            if pipe.poisoned_at is not None and pipe.delivered >= pipe.poisoned_at + CELL_SIZE:
+            if pipe.read_a_bad_cell():
                 assert self.links[reader].closed
                 if reader not in self.closed_locally and writer not in self.closed_locally:
                     (close,) = [e for e in self.events[reader] if isinstance(e, LinkClosed)]
