@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from twisted.internet.task import Clock
 
+from fuzz.targets import control_protocol
 from onionmsg.contacts.contact_string import ContactStringError, parse_contact_string
 from onionmsg.crypto.identity import Identity, parse_onion_address
 from onionmsg.errors import AddressError
@@ -40,3 +43,21 @@ def test_a_closed_link_does_not_buffer_what_it_no_longer_reads() -> None:
     link.receive_data(b"\x00" * CELL_SIZE * 5)
     assert link.pending_input == 0
     assert link.events() == []
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b'{"id": 1, "method": "messages", "params": {"after": 2055555555555555555555555}}',
+        b'{"id": 1, "method": "requests.accept", "params": {"id": 9223372036854775808}}',
+    ],
+)
+def test_integers_past_64_bits_are_a_request_error(request_line: bytes) -> None:
+    # Found by fuzz_control: an "after" beyond SQLite's 64-bit integers reached the store,
+    # which raised OverflowError: the client got "internal error" instead of a reason.
+    protocol, transport = control_protocol()
+    transport.clear()
+    protocol.lineReceived(request_line)
+    (reply,) = [json.loads(line) for line in transport.value().splitlines()]
+    assert reply["id"] == 1
+    assert "must be an integer" in reply["error"]
