@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := tor tcpdump tmux i2pd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration benchmark benchmark-cover system-deps venv clean
+.PHONY: demo test lint typecheck unit integration benchmark benchmark-cover fuzz fuzz-corpus system-deps venv clean
 
 # Two users, alice and bob, chatting over real onion services on a private Tor network.
 demo: venv
@@ -30,9 +30,26 @@ benchmark: venv
 benchmark-cover: venv
 	$(BIN)/python benchmarks/cover.py --plot docs/cover-tradeoff.png
 
+# Every fuzz target in turn for FUZZ_SECONDS each (run it for hours by raising it);
+# new interesting inputs collect in .fuzz-work/, a crash stops the run (docs/architecture.md).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= cells messages handshake link noise envelope control address sam
+fuzz: venv
+	@mkdir -p .fuzz-work
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s (log: .fuzz-work/$$t.log)"; \
+		$(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) > .fuzz-work/$$t.log 2>&1 \
+			|| { tail -n 40 .fuzz-work/$$t.log; exit 1; }; \
+		grep "^stat::number_of_executed_units" .fuzz-work/$$t.log; \
+	done
+
+# Rewrite the seed corpus in fuzz/corpus/ from the real encoders.
+fuzz-corpus: venv
+	$(BIN)/python -m fuzz.make_corpus
+
 lint: venv
-	$(BIN)/ruff check onionmsg tests integration benchmarks
-	$(BIN)/ruff format --check onionmsg tests integration benchmarks
+	$(BIN)/ruff check onionmsg tests integration benchmarks fuzz
+	$(BIN)/ruff format --check onionmsg tests integration benchmarks fuzz
 
 typecheck: venv
 	$(BIN)/mypy
@@ -55,4 +72,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .fuzz-work demo

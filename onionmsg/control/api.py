@@ -39,10 +39,14 @@ def _text(params: dict[str, Any], name: str, *, optional: bool = False) -> str |
     return value
 
 
+# JSON integers are unbounded; SQLite's are 64-bit signed (larger ones raise OverflowError).
+MAX_INT = 2**63 - 1
+
+
 def _int(params: dict[str, Any], name: str, default: int) -> int:
     value = params.get(name, default)
-    if type(value) is not int or value < 0:
-        raise RequestError(f"parameter {name!r} must be a non-negative integer")
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        raise RequestError(f"parameter {name!r} must be an integer in 0..{MAX_INT}")
     return value
 
 

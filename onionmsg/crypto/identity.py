@@ -25,6 +25,7 @@ ONION_VERSION = 3
 ONION_SUFFIX = ".onion"
 ADDRESS_LENGTH = 56  # base32 of 35 bytes, without ".onion"
 _CHECKSUM_PREFIX = b".onion checksum"
+_BASE32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 
 
 def _checksum(public_key: bytes) -> bytes:
@@ -59,6 +60,9 @@ def parse_onion_address(text: str) -> bytes:
             f"characters before .onion, not {len(candidate)}"
         )
     try:
+        # b32decode alone would take "=" padding and return fewer than 35 bytes.
+        if not set(candidate.lower()) <= _BASE32_LOWER:
+            raise ValueError("not base32")
         raw = base64.b32decode(candidate.upper(), casefold=False)
     except (binascii.Error, ValueError):
         raise AddressError(

@@ -331,12 +331,15 @@ class Link:
         self._machine.connection_made()
 
     def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return  # a closed link reads nothing more, so it holds on to nothing either
         new_cell = False
         for cell in self._buffer.feed(data):
-            if self.closed:
-                break
             new_cell = True
             self._machine.cell_received(cell)
+            if self._core.closed:
+                self._buffer = cells.CellBuffer()  # drop the rest of the chunk
+                return
         if self.established:
             # A half cell during the handshake is the handshake timeout's business.
             self._core.watch_partial_cell(self._machine, self._buffer.pending, new_cell)
