@@ -37,7 +37,9 @@ from onionmsg.wire import cells
 from onionmsg.wire.messages import Message, decode, encode
 
 PROLOGUE = b"onionmsg link v1"
-HANDSHAKE_TIMEOUT = 30.0
+# Handshake cells leave at once (outside the cover schedule), so three of them take 1.5
+# round trips: seconds even over Tor. Ricochet closes unknown connections after 15 s too.
+HANDSHAKE_TIMEOUT = 15.0
 # An established link whose peer sent part of a cell and then nothing for this long is
 # closed: a cell's two Tor relay cells travel back to back, so a half cell that old means
 # a dead circuit or a peer holding the link open on purpose. An idle link with no partial
