@@ -27,7 +27,7 @@ from onionmsg.crypto.identity import Identity
 from onionmsg.node import INBOUND_BURST, INBOUND_PER_SECOND
 from onionmsg.session.link import HANDSHAKE_TIMEOUT, PARTIAL_CELL_TIMEOUT
 from onionmsg.wire.cells import CELL_SIZE, INNER_SIZE, MAX_BODY, CellKind
-from onionmsg.wire.messages import MAX_MESSAGE_SIZE, Ack, Envelope, Hello
+from onionmsg.wire.messages import MAX_MESSAGE_SIZE, Ack, ContactRequest, Envelope, Hello
 
 # How long the daemon may take to close a link it refused (it does so at once; this is
 # only the test's patience on a loaded machine).
@@ -277,3 +277,21 @@ def test_replayed_envelopes_cells_and_handshakes_are_refused_without_a_trace(
     second.send_raw(cell + cell)
     assert second.closed_by_daemon(PATIENCE)
     assert setup.stored_from("mallory") == ["once", "after the replays"]
+
+
+def test_a_stranger_gets_the_handshake_and_not_one_byte_more(setup: Setup) -> None:
+    """Pre-authentication bytes (checklist item 12): the same for every stranger, whatever
+    we decide (pending, block-unknown): no greeting, no name, no status; then a close."""
+    received = []
+    for block_unknown in ("off", "on"):
+        setup.bob.cli("settings", "block-unknown", block_unknown)
+        peer = HostilePeer.connect(Identity.generate(), setup.bob.address, setup.host, setup.port)
+        peer.handshake()
+        after_handshake = len(peer.raw_received)
+        peer.send(ContactRequest("hello?"))
+        assert peer.closed_by_daemon(PATIENCE)
+        assert len(peer.raw_received) == after_handshake
+        received.append(after_handshake)
+    assert received[0] == received[1] == CELL_SIZE  # one handshake cell, that is all
+    requests = setup.bob.cli("requests", "--json").stdout.splitlines()
+    assert len(requests) == 1  # the first stranger's; block-unknown dropped the second
