@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,9 @@ class Endpoints:
     (its address, and our client-auth key for it). Any part may be missing yet."""
 
     contact_id: int
-    our_endpoint_seed: bytes | None = None
+    our_endpoint_seed: bytes | None = field(default=None, repr=False)  # secret
     their_auth_public: bytes | None = None
-    our_auth_private: bytes | None = None
+    our_auth_private: bytes | None = field(default=None, repr=False)  # secret
     their_endpoint: str | None = None
 
 
