@@ -74,14 +74,14 @@ class WrongBackupPassphraseError(BackupError):
     """The backup passphrase is wrong, or the file was altered."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its rows may be keys (ratchets, endpoints) or messages
 class Table:
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its repr would show every key and message
 class Backup:
     """What a backup file holds, in the clear."""
 

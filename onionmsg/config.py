@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
@@ -110,16 +111,29 @@ def fsync_directory(path: Path) -> None:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write a file atomically with mode 0600: temp file, fsync, rename, fsync directory."""
+    """Write a file atomically with mode 0600: temp file, fsync, rename, fsync directory.
+
+    A crash at any step leaves the old file or the new one, complete (tests/
+    test_secrets_atomic.py kills the writer at each step). The temp file is created anew
+    (O_EXCL, O_NOFOLLOW): a leftover of a crash, or a link someone planted where an export
+    goes, is never written through.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_directory(path.parent)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,9 @@ class Endpoints:
     (its address, and our client-auth key for it). Any part may be missing yet."""
 
     contact_id: int
-    our_endpoint_seed: bytes | None = None
+    our_endpoint_seed: bytes | None = field(default=None, repr=False)  # secret
     their_auth_public: bytes | None = None
-    our_auth_private: bytes | None = None
+    our_auth_private: bytes | None = field(default=None, repr=False)  # secret
     their_endpoint: str | None = None
 
 
@@ -564,6 +564,8 @@ class Store:
             ).fetchall()
             dropped = [self.request_by_id(row[0]) for row in rows]
             db.executemany("DELETE FROM requests WHERE id = ?", [(r.id,) for r in dropped])
+        if dropped:
+            self._scrub_wal()
         request = self.request_for(address)
         assert request is not None
         return request, dropped
@@ -588,6 +590,7 @@ class Store:
     def forget_request(self, request_id: int) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM requests WHERE id = ?", (request_id,))
+        self._scrub_wal()
 
     def _requests_where(self, where: str, args: tuple[Any, ...]) -> list[ContactRequestRow]:
         rows = self._db.execute(
@@ -609,21 +612,42 @@ class Store:
         return self.contact_by_id(contact_id)
 
     def remove_contact(self, contact_id: int) -> None:
-        """Forget a contact with its history, outbox and ratchet (secure_delete is on)."""
+        """Forget a contact with its history, outbox and ratchet (securely: see _scrub_wal)."""
         with self._transaction() as db:
             db.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
+        self._scrub_wal()
 
     def set_expiry(self, contact_id: int, seconds: int) -> None:
         with self._transaction() as db:
             db.execute("UPDATE contacts SET expire_seconds = ? WHERE id = ?", (seconds, contact_id))
 
     def delete_expired(self, now_ms: int) -> list[StoredMessage]:
-        """Delete (securely: secure_delete is on) every message whose time has come."""
+        """Delete (securely: see _scrub_wal) every message whose time has come."""
         expired = self._messages_where("expires_at <= ?", (now_ms,))
         if expired:
             with self._transaction() as db:
                 db.execute("DELETE FROM messages WHERE expires_at <= ?", (now_ms,))
+            self._scrub_wal()
         return expired
+
+    def _scrub_wal(self) -> None:
+        """Make deleted plaintext unrecoverable with the key, after a deletion.
+
+        ``secure_delete`` zeroes what a transaction frees, but in WAL mode the zeroed pages
+        are new WAL frames: the old frames (and the database file's old pages, until a
+        checkpoint) still hold the deleted text. A TRUNCATE checkpoint copies the zeroed
+        pages into the database file and empties the WAL. It is best effort and does not
+        wait: while a reader (an ``export``) holds an older snapshot it cannot finish, and
+        the next deletion's, or closing the store, does.
+        """
+        (timeout,) = self._db.execute("PRAGMA busy_timeout").fetchone()
+        try:
+            self._db.execute("PRAGMA busy_timeout = 0")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlcipher.OperationalError as error:
+            raise StoreError(f"could not write the store: {error}") from None
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
     def set_verified(self, contact_id: int, verified: bool) -> None:
         with self._transaction() as db:
