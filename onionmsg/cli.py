@@ -346,13 +346,24 @@ def _open_store(home: Home, args: argparse.Namespace, *, read_only: bool = False
     pending = (
         KeyParams.load(home.pending_keyfile_path) if home.pending_keyfile_path.exists() else None
     )
-    needs_passphrase = params.passphrase or (pending is not None and pending.passphrase)
-    passphrase = _read_passphrase(args, confirm=False) if needs_passphrase else None
-    try:
-        return Store.open_with_passphrase(home.store_path, params, passphrase, read_only=read_only)
-    except WrongPassphraseError:
-        if pending is None:
-            raise
+    if not params.passphrase:
+        # A store without a passphrase opens without asking, even if an interrupted
+        # 'passwd' that was adding one left its new parameters behind before re-keying.
+        try:
+            return Store.open_with_passphrase(home.store_path, params, None, read_only=read_only)
+        except WrongPassphraseError:
+            if pending is None:
+                raise
+        passphrase = _read_passphrase(args, confirm=False) if pending.passphrase else None
+    else:
+        passphrase = _read_passphrase(args, confirm=False)
+        try:
+            return Store.open_with_passphrase(
+                home.store_path, params, passphrase, read_only=read_only
+            )
+        except WrongPassphraseError:
+            if pending is None:
+                raise
     # A 'passwd' was interrupted after re-keying the store: the new parameters apply.
     store = Store.open_with_passphrase(home.store_path, pending, passphrase, read_only=read_only)
     if read_only:
