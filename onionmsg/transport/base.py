@@ -6,13 +6,43 @@ several of them into one; the node never knows which one it runs on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater
 
 from onionmsg.crypto.endpoint import EndpointKey
+from onionmsg.errors import OnionmsgError
 from onionmsg.store.db import Contact
+
+# Waits between attempts to get a lost router back (tor's control port, i2pd's SAM).
+RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+async def reconnect(
+    reactor: IReactorTime,
+    *,
+    connected: Callable[[], bool],
+    stopping: Callable[[], bool],
+    start_session: Callable[[], Awaitable[None]],
+    back: Callable[[], None],
+    failed: Callable[[OnionmsgError], None],
+) -> None:
+    """Try ``start_session`` after each of RECONNECT_DELAYS (then every last one) until it
+    works or the transport stops; ``failed`` hears each clear failure on the way."""
+    attempt = 0
+    while not stopping() and not connected():
+        delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+        await deferLater(reactor, delay, lambda: None)
+        attempt += 1
+        if stopping():
+            return
+        try:
+            await start_session()
+            back()
+        except OnionmsgError as error:
+            failed(error)
 
 
 class Transport(Protocol):

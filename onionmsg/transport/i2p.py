@@ -35,7 +35,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -43,6 +42,7 @@ from zope.interface import implementer
 from onionmsg.crypto.identity import Identity
 from onionmsg.errors import OnionmsgError
 from onionmsg.store.db import Contact
+from onionmsg.transport.base import reconnect
 from onionmsg.transport.sam import (
     SIGNATURE_TYPE_ED25519,
     Replied,
@@ -59,7 +59,6 @@ from onionmsg.transport.tcp import EndpointError, parse_host_port
 log = Logger()
 
 DEFAULT_SAM = "127.0.0.1:7656"
-RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 ACCEPTORS = 2  # SAM connections waiting in STREAM ACCEPT at any time
 CONNECT_TIMEOUT = 120.0  # a lease set lookup on the real network can take a while
 ACCEPT_RETRY_DELAY = 1.0
@@ -468,19 +467,15 @@ class I2PTransport:
             Deferred.fromCoroutine(self._reconnect()).addErrback(self._reconnect_failed)
 
     async def _reconnect(self) -> None:
-        attempt = 0
         try:
-            while not self._stopping and self._control is None:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                await deferLater(self._reactor, delay, lambda: None)
-                attempt += 1
-                if self._stopped():
-                    return
-                try:
-                    await self._start_session()
-                    log.info("the I2P router is back; our destination is online again")
-                except OnionmsgError as error:
-                    self._set(state="lost", error=str(error))
+            await reconnect(
+                self._reactor,
+                connected=lambda: self._control is not None,
+                stopping=self._stopped,
+                start_session=self._start_session,
+                back=lambda: log.info("the I2P router is back; our destination is online again"),
+                failed=lambda error: self._set(state="lost", error=str(error)),
+            )
         finally:
             self._reconnecting = False
 

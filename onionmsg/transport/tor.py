@@ -50,7 +50,6 @@ from twisted.internet.endpoints import (
     clientFromString,
 )
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txtorcon.torcontrolprotocol import TorDisconnectError
@@ -59,13 +58,13 @@ from onionmsg.crypto.endpoint import X25519_KEY_SIZE, EndpointKey
 from onionmsg.crypto.identity import Identity, normalize_onion_address
 from onionmsg.errors import OnionmsgError
 from onionmsg.store.db import Contact
+from onionmsg.transport.base import reconnect
 
 log = Logger()
 
 ONION_PORT = 80  # the virtual port of every onionmsg onion service
 MAX_STREAMS = 64  # per rendezvous circuit; a contact needs one
 MIN_TOR_VERSION = (0, 4, 5)
-RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # Every onion service costs its tor 6 introduction circuits kept open (3 for each of its
 # two descriptors) and ~16 descriptor uploads (each its own circuit) every 1-2 hours:
 # measured and explained in docs/architecture.md. 32 endpoints keep ~200 circuits open.
@@ -672,19 +671,15 @@ class TorTransport:
             Deferred.fromCoroutine(self._reconnect()).addErrback(self._reconnect_failed)
 
     async def _reconnect(self) -> None:
-        attempt = 0
         try:
-            while not self._stopping and self._session is None:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                await deferLater(self._reactor, delay, lambda: None)
-                attempt += 1
-                if self._stopped():
-                    return
-                try:
-                    await self._start_session()
-                    log.info("tor is back; the onion services are published again")
-                except OnionmsgError as error:
-                    self._set(state="lost", error=str(error))
+            await reconnect(
+                self._reactor,
+                connected=lambda: self._session is not None,
+                stopping=self._stopped,
+                start_session=self._start_session,
+                back=lambda: log.info("tor is back; the onion services are published again"),
+                failed=lambda error: self._set(state="lost", error=str(error)),
+            )
         finally:
             self._reconnecting = False
 

@@ -20,11 +20,11 @@ from onionmsg.crypto.endpoint import ClientAuthKey, EndpointKey
 from onionmsg.crypto.identity import Identity, onion_address_from_public_key
 from onionmsg.errors import AddressError
 from onionmsg.transport import tor as tor_module
+from onionmsg.transport.base import RECONNECT_DELAYS
 from onionmsg.transport.tor import (
     MAX_STREAMS,
     POW_QUEUE_BURST,
     POW_QUEUE_RATE,
-    RECONNECT_DELAYS,
     EndpointLimitError,
     TorCommandError,
     TorError,
