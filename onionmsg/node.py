@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -164,6 +164,9 @@ class _Peer:
     retry: RetryTimer
     inbound: TokenBucket
     link: LinkProtocol | None = None
+    # When each unacknowledged envelope last went to a link (the reactor's clock): a
+    # resend skips those still in flight.
+    last_sent: dict[bytes, float] = field(default_factory=dict)
 
 
 class Node:
@@ -633,6 +636,8 @@ class Node:
         """Queue a message on a link; its cells leave when the cell scheduler says so."""
         cells = protocol.send(message)
         address = protocol.link.remote_address
+        if isinstance(message, Envelope) and address in self._peers:
+            self._peers[address].last_sent[message.message_id] = self._clock.seconds()
         if cells and address is not None:
             self._scheduler.queue(address, cells)
 
@@ -694,9 +699,11 @@ class Node:
         if peer is None or peer.link is None:
             return False
         sealed = [e for e in self._store.outbox(peer.contact.id) if e.envelope is not None]
+        in_flight = self._clock.seconds() - self._first_retry() / 2
         for entry in sealed:
             assert entry.envelope is not None
-            self._send(peer.link, decode(entry.envelope))
+            if peer.last_sent.get(entry.message_id, -1.0) <= in_flight:
+                self._send(peer.link, decode(entry.envelope))
         return bool(sealed)
 
     def _inbound_protocol(self) -> LinkProtocol | None:
@@ -927,6 +934,7 @@ class Node:
         if isinstance(message, Envelope):
             self._on_envelope(peer, protocol, message)
         elif isinstance(message, Ack):
+            peer.last_sent.pop(message.message_id, None)
             updated = self._store.acknowledge(peer.contact.id, message.message_id)
             if updated is not None:
                 self._notify(self._message_snapshot(updated))

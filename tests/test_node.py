@@ -29,6 +29,8 @@ from onionmsg.store.db import Contact, Store
 from onionmsg.transport.base import Transport
 from onionmsg.transport.multi import MultiTransport, combine
 from onionmsg.transport.sam import i2p_b64encode
+from onionmsg.transport.stream import LinkProtocol
+from onionmsg.wire.messages import Envelope, Message
 
 T = TypeVar("T")
 
@@ -648,3 +650,36 @@ def test_with_tor_and_i2p_a_contact_is_reached_over_i2p_when_tor_fails(world: Wo
     assert texts(bob, "in") == [("over i2p", "received")]
     text = describe_status(alice.status())
     assert "network:   tor: " in text and "           i2p: " in text
+
+
+def test_a_resend_skips_envelopes_still_in_flight(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = world.node("alice", 1), world.node("bob", 2)
+    alice.add_contact(bob.identity.onion_address, "bob", None)
+    bob.add_contact(alice.identity.onion_address, "alice", None)
+    world.settle()
+    original = bob._on_envelope
+    held: list[Any] = []  # bob sits on everything: nothing is acknowledged
+
+    def hold(peer: Any, protocol: Any, envelope: Any) -> None:
+        held.append((peer, protocol, envelope))
+
+    bob._on_envelope = hold  # type: ignore[method-assign]
+    sent: list[bytes] = []
+    send = LinkProtocol.send
+
+    def count(self: LinkProtocol, message: Message) -> int:
+        if isinstance(message, Envelope):
+            sent.append(message.message_id)
+        return send(self, message)
+
+    monkeypatch.setattr(LinkProtocol, "send", count)
+    alice.send("bob", "first")
+    world.settle(10)
+    alice.send("bob", "second")  # in flight when the retry for "first" falls due
+    world.settle(10)
+    first, second = sent[0], sent[1]
+    assert sent.count(first) == 2  # resent once its retry fell due
+    assert sent.count(second) == 1  # not resent: it had only just left
+    bob._on_envelope = original  # type: ignore[method-assign]
