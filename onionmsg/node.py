@@ -53,6 +53,7 @@ from onionmsg.crypto.safety import safety_number
 from onionmsg.delivery.envelopes import open_envelope, seal
 from onionmsg.delivery.restart import opens_a_session, reseal_outbox
 from onionmsg.delivery.retry import FIRST_RETRY, RetryTimer
+from onionmsg.delivery.retry import JITTER as RETRY_JITTER
 from onionmsg.delivery.throttle import TokenBucket
 from onionmsg.errors import OnionmsgError, ProtocolError
 from onionmsg.mix.scheduler import PROFILES, CellScheduler, Departure, Profile
@@ -699,7 +700,9 @@ class Node:
         if peer is None or peer.link is None:
             return False
         sealed = [e for e in self._store.outbox(peer.contact.id) if e.envelope is not None]
-        in_flight = self._clock.seconds() - self._first_retry() / 2
+        # Only what has waited at least the shortest first retry (jitter included) goes
+        # again: a message that has only just left is in flight, not lost.
+        in_flight = self._clock.seconds() - self._first_retry() * (1 - RETRY_JITTER)
         for entry in sealed:
             assert entry.envelope is not None
             if peer.last_sent.get(entry.message_id, -1.0) <= in_flight:

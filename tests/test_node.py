@@ -677,7 +677,8 @@ def test_a_resend_skips_envelopes_still_in_flight(
     monkeypatch.setattr(LinkProtocol, "send", count)
     alice.send("bob", "first")
     world.settle(10)
-    alice.send("bob", "second")  # in flight when the retry for "first" falls due
+    # In flight when the retry for "first" falls due (15 s ± 25 %): sent 10 s after it.
+    alice.send("bob", "second")
     world.settle(10)
     first, second = sent[0], sent[1]
     assert sent.count(first) == 2  # resent once its retry fell due
