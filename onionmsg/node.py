@@ -275,7 +275,7 @@ class Node:
             "network": self._transport.status(),
             "contacts": len(self._peers),
             "online": sum(1 for p in self._peers.values() if _online(p)),
-            "requests": len(self._store.requests()),
+            "requests": self._store.pending_request_count(),
             "block_unknown": self._block_unknown(),
             "invisible": self._invisible(),
             "cover": self._cover_status(),

@@ -544,6 +544,11 @@ class Store:
     def requests(self, state: str = "pending") -> list[ContactRequestRow]:
         return self._requests_where("state = ?", (state,))
 
+    def pending_request_count(self) -> int:
+        """What the status (polled by the UI) shows, without loading the requests."""
+        row = self._db.execute("SELECT count(*) FROM requests WHERE state = 'pending'")
+        return int(row.fetchone()[0])
+
     def record_request(
         self, address: str, message: str, now_ms: int, *, max_pending: int
     ) -> tuple[ContactRequestRow, list[ContactRequestRow]]:
